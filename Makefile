@@ -1,0 +1,36 @@
+# Two commands after `git clone`:  `make demo` runs the main job, `make test` runs the tests.
+# Each creates .venv/ on first use (Python 3.11+ and pip are all it needs).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := runs/demo
+
+.PHONY: setup demo test test-slow lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/astra synth $(DEMO)/data
+	$(BIN)/astra baseline --data $(DEMO)/data --split test --out $(DEMO)/baseline
+	$(BIN)/astra evaluate --labels $(DEMO)/data --predictions $(DEMO)/baseline/predictions.zip --split test --metric tight
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs

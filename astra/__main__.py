@@ -1,0 +1,5 @@
+import sys
+
+from astra.cli import main
+
+sys.exit(main())
