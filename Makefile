@@ -9,10 +9,12 @@ DEMO := runs/demo
 
 .PHONY: setup demo test test-slow lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The official SoccerNet evaluator, a test oracle only; its own dependencies are not needed for that.
+	$(BIN)/python -m pip install --quiet --no-deps soccernet==0.2.0
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,0 +1,135 @@
+"""Check a SoccerNet-v2 dataset on disk before training on it.
+
+Opens every game of the chosen splits, reads every feature and audio value once to
+look for NaN and inf (training only checks the clips it reads), checks shapes and
+labels, and prints per split: games, halves, hours, annotations per class, the share
+of "not shown" annotations and the labels outside the 17 classes. Exit status 0 when
+everything is clean, 2 with the list of problems otherwise.
+
+Example:
+    astra check-data --data /data/SoccerNet --split train valid
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+HELP = "scan a dataset for missing files, bad shapes, bad labels and NaN/inf"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset root: labels (and features and audio unless given)"
+    )
+    parser.add_argument(
+        "--split",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="splits to check (default: those of <data>/splits.json, else train valid test challenge)",
+    )
+    parser.add_argument("--features-root", type=Path, default=None, help="visual features root (default: --data)")
+    parser.add_argument("--audio-root", type=Path, default=None, help="audio root (default: --data)")
+    parser.add_argument(
+        "--features-pattern",
+        default=None,
+        help="feature file name per half, formatted with {half} (default: {half}_baidu_soccer_embeddings.npy)",
+    )
+    parser.add_argument("--no-audio", action="store_true", help="do not look for audio files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from astra.data.dataset import FEATURES_PATTERN, DataRoots
+    from astra.data.splits import OFFICIAL_SPLITS, SPLITS_FILENAME, read_splits_file
+
+    roots = DataRoots(
+        labels=args.data,
+        features=args.features_root or args.data,
+        audio=args.audio_root or args.data,
+        features_pattern=args.features_pattern or FEATURES_PATTERN,
+    )
+    if args.split:
+        splits = list(args.split)
+    elif (args.data / SPLITS_FILENAME).is_file():
+        splits = list(read_splits_file(args.data / SPLITS_FILENAME))
+    else:
+        splits = list(OFFICIAL_SPLITS)
+
+    problems: list[str] = []
+    feature_dims: dict[int, str] = {}
+    for split in splits:
+        report, split_problems = _check_split(roots, split, with_audio=not args.no_audio, feature_dims=feature_dims)
+        print(report)
+        problems.extend(split_problems)
+    if len(feature_dims) > 1:
+        found = "; ".join(f"{dim} in {path}" for dim, path in feature_dims.items())
+        problems.append(f"feature dimensions differ across games: {found}")
+    if problems:
+        print(f"\n{len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 2
+    print("\nno problems found")
+    return 0
+
+
+def _check_split(roots, split: str, *, with_audio: bool, feature_dims: dict[int, str]) -> tuple[str, list[str]]:
+    """Open and fully scan every game of ``split``; returns its printed summary and its problems."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from astra.classes import CLASSES, NUM_CLASSES
+    from astra.data.dataset import DataError, check_finite, open_game
+    from astra.data.splits import games_of_split
+
+    try:
+        games = games_of_split(split, roots.labels)
+    except ValueError as error:
+        return f"split {split}: not checked", [str(error)]
+    # The challenge labels are hidden: its games need none.
+    labels_expected = "challenge" not in split.lower().split("+")
+    problems: list[str] = []
+    num_halves = 0
+    num_seconds = 0
+    num_unlabelled = 0
+    per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
+    not_shown = 0
+    ignored: Counter[str] = Counter()
+    for game in tqdm(games, desc=f"checking {split}", unit="game"):
+        has_labels = roots.labels_file(game).is_file()
+        if not has_labels:
+            num_unlabelled += 1
+            if labels_expected:
+                problems.append(f"{roots.labels_file(game)}: label file not found (labels root {roots.labels})")
+        try:
+            halves, game_ignored = open_game(roots, game, with_audio=with_audio, require_labels=False)
+            for half in halves:
+                check_finite(half)
+        except DataError as error:
+            problems.append(str(error))
+            continue
+        feature_dims.setdefault(halves[0].feature_dim, str(halves[0].features_path))
+        ignored.update(game_ignored)
+        for half in halves:
+            num_halves += 1
+            num_seconds += half.num_seconds
+            per_class += np.bincount(half.annotations.class_index, minlength=NUM_CLASSES)
+            not_shown += int((~half.annotations.visible).sum())
+
+    num_annotations = int(per_class.sum())
+    lines = [
+        f"split {split}: {len(games)} games, {num_halves} halves opened, {num_seconds / 3600:.2f} hours"
+        + (f", {num_unlabelled} games without labels" if num_unlabelled else ""),
+        f"  annotations: {num_annotations}"
+        + (f", not shown {not_shown / num_annotations:.1%}" if num_annotations else ""),
+    ]
+    width = max(len(name) for name in CLASSES)
+    lines += [f"    {name:<{width}}  {int(count)}" for name, count in zip(CLASSES, per_class, strict=True)]
+    if ignored:
+        counts = ", ".join(f"{name!r}: {count}" for name, count in ignored.most_common())
+        lines.append(f"  ignored labels (outside the 17 classes): {ignored.total()} ({counts})")
+    else:
+        lines.append("  ignored labels (outside the 17 classes): 0")
+    return "\n".join(lines), problems

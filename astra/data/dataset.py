@@ -1,0 +1,320 @@
+"""SoccerNet-v2 games on disk: features and audio as memory-mapped arrays, with their labels.
+
+The layout is the one of DATA_CONTRACT.md (three roots, which may be one folder)::
+
+    <labels>/<game>/Labels-v2.json
+    <features>/<game>/{1,2}_baidu_soccer_embeddings.npy   # [seconds, D], 1 row per second
+    <audio>/<game>/audio{1,2}.npy                         # [128, frames] mel power, 100 frames/s
+
+Nothing is read in full when a game is opened: arrays are memory-mapped (only the
+``.npy`` header is read), so opening a split of 100 games costs milliseconds per
+game. The visual length defines a half; the audio is aligned on the start and cut
+or padded at the end, lazily, by the clip slicer (``astra.data.clips``). NaN and
+inf are looked for where values are read (the clip slicer) and, on demand, by a
+full scan (:func:`check_finite`, used by ``astra check-data``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from astra.classes import CLASSES
+from astra.data.labels import LABELS_FILENAME, Annotations, LabelsError, game_time, read_labels
+from astra.data.splits import games_of_split
+
+FEATURES_PATTERN = "{half}_baidu_soccer_embeddings.npy"
+AUDIO_PATTERN = "audio{half}.npy"
+AUDIO_FRAMES_PER_SECOND = 100
+NUM_MELS = 128
+HALVES: tuple[int, int] = (1, 2)
+# Storage types accepted for features and audio; slices are handed out as float32.
+STORED_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float16))
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Data on disk that does not follow the SoccerNet-v2 layout; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Where labels, visual features and audio live, and how the per-half files are named.
+
+    ``features_pattern`` and ``audio_pattern`` are formatted with ``half=1`` or ``half=2``.
+    """
+
+    labels: Path
+    features: Path
+    audio: Path
+    features_pattern: str = FEATURES_PATTERN
+    audio_pattern: str = AUDIO_PATTERN
+
+    @classmethod
+    def single(
+        cls,
+        root: str | Path,
+        *,
+        features_pattern: str = FEATURES_PATTERN,
+        audio_pattern: str = AUDIO_PATTERN,
+    ) -> DataRoots:
+        """All three roots in one folder, as the SoccerNet downloader and ``astra synth`` write them."""
+        root = Path(root)
+        return cls(root, root, root, features_pattern, audio_pattern)
+
+    def labels_file(self, game: str) -> Path:
+        return self.labels / game / LABELS_FILENAME
+
+    def features_file(self, game: str, half: int) -> Path:
+        return self.features / game / self.features_pattern.format(half=half)
+
+    def audio_file(self, game: str, half: int) -> Path:
+        return self.audio / game / self.audio_pattern.format(half=half)
+
+
+@dataclass(frozen=True, eq=False)
+class Half:
+    """One half of one game, opened lazily.
+
+    Attributes:
+        game: the game's path relative to the roots.
+        half: 1 or 2.
+        features: ``[seconds, D]`` float32 or float16 memmap, one row per second.
+        audio: ``[128, frames]`` float32 or float16 memmap at 100 frames/s, or None when
+            opened without audio. Its length may differ from ``num_seconds * 100``: the
+            clip slicer cuts or pads it at the end.
+        annotations: the labels of this half (empty when the game has no label file).
+        features_path: the file behind ``features``, for error messages.
+        audio_path: the file behind ``audio``, or None.
+    """
+
+    game: str
+    half: int
+    features: np.ndarray
+    audio: np.ndarray | None
+    annotations: Annotations
+    features_path: Path
+    audio_path: Path | None = None
+
+    @property
+    def num_seconds(self) -> int:
+        """The length of the half: the visual features define it."""
+        return int(self.features.shape[0])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def num_audio_frames(self) -> int:
+        """The audio length once aligned on the visual one: ``num_seconds * 100``."""
+        return self.num_seconds * AUDIO_FRAMES_PER_SECOND
+
+
+def load_split(
+    roots: DataRoots,
+    split: str,
+    *,
+    with_audio: bool,
+    require_labels: bool,
+    progress: bool = True,
+) -> list[Half]:
+    """Open every game of ``split`` (``"train"``, ``"train+valid"``, ...): two halves per game, in order.
+
+    Games come from ``<labels root>/splits.json`` when it exists, else the official lists.
+    Labels outside the 17 classes are dropped, as the official tools do, and reported in
+    one warning for the whole split.
+    """
+    games = games_of_split(split, roots.labels)
+    if not games:
+        raise DataError(f"split {split!r} has no games (labels root {roots.labels})")
+    halves, ignored = load_games(roots, games, with_audio=with_audio, require_labels=require_labels, progress=progress)
+    _warn_ignored(ignored, f"split {split!r}")
+    return halves
+
+
+def load_game(roots: DataRoots, game: str, *, with_audio: bool, require_labels: bool) -> list[Half]:
+    """Open one game: its two halves. Labels outside the 17 classes are dropped with one warning."""
+    halves, ignored = open_game(roots, game, with_audio=with_audio, require_labels=require_labels)
+    _warn_ignored(ignored, f"game {game!r}")
+    return halves
+
+
+def load_games(
+    roots: DataRoots,
+    games: Iterable[str],
+    *,
+    with_audio: bool,
+    require_labels: bool,
+    progress: bool = False,
+) -> tuple[list[Half], Counter[str]]:
+    """Open several games, checking that they share one feature dimension.
+
+    Returns the halves (two per game, in game order) and the counts, by label name, of the
+    labels outside the 17 classes that were dropped. Logs nothing.
+    """
+    games = list(games)
+    if progress:
+        from tqdm import tqdm
+
+        games_iter: Iterable[str] = tqdm(games, desc="opening games", unit="game")
+    else:
+        games_iter = games
+    halves: list[Half] = []
+    ignored: Counter[str] = Counter()
+    for game in games_iter:
+        game_halves, game_ignored = open_game(roots, game, with_audio=with_audio, require_labels=require_labels)
+        if halves and game_halves[0].feature_dim != halves[0].feature_dim:
+            raise DataError(
+                f"{game_halves[0].features_path}: {game_halves[0].feature_dim} features per second, but "
+                f"{halves[0].features_path} has {halves[0].feature_dim}; all games must share one dimension"
+            )
+        halves.extend(game_halves)
+        ignored.update(game_ignored)
+    return halves, ignored
+
+
+def open_game(
+    roots: DataRoots, game: str, *, with_audio: bool, require_labels: bool
+) -> tuple[list[Half], Counter[str]]:
+    """Open one game without logging: its two halves, and the dropped labels counted by name.
+
+    Raises :class:`DataError` naming the file (or the root searched) on a missing game,
+    file or half, an unreadable or malformed array, feature dimensions that differ between
+    the halves, or a label past the end of its half.
+    """
+    _check_game_folder(roots.features, "features", game)
+    if with_audio:
+        _check_game_folder(roots.audio, "audio", game)
+    labels_path = roots.labels_file(game)
+    if labels_path.is_file():
+        try:
+            annotations = read_labels(labels_path)
+        except LabelsError as error:
+            raise DataError(str(error)) from None
+    elif require_labels:
+        _check_game_folder(roots.labels, "labels", game)
+        raise DataError(f"{labels_path}: label file not found (labels root {roots.labels})")
+    else:
+        annotations = _no_annotations()
+
+    halves = [_open_half(roots, game, half, annotations.of_half(half), with_audio) for half in HALVES]
+    if halves[0].feature_dim != halves[1].feature_dim:
+        raise DataError(
+            f"{halves[1].features_path}: {halves[1].feature_dim} features per second, but "
+            f"{halves[0].features_path} has {halves[0].feature_dim}; both halves must share one dimension"
+        )
+    return halves, annotations.ignored
+
+
+def check_finite(half: Half, *, chunk_seconds: int = 600) -> None:
+    """Scan all features (and audio, when opened) of ``half`` for NaN and inf.
+
+    Reads the files in chunks of ``chunk_seconds`` (bounded memory); raises :class:`DataError`
+    naming the file and the first second that holds a non-finite value. Audio frames past
+    the aligned length (``num_seconds * 100``) are scanned too: they are on disk.
+    """
+    if chunk_seconds < 1:
+        raise ValueError(f"chunk_seconds must be at least 1, got {chunk_seconds}")
+    for start in range(0, half.num_seconds, chunk_seconds):
+        chunk = np.asarray(half.features[start : start + chunk_seconds])
+        finite_rows = np.isfinite(chunk).all(axis=1)
+        if not finite_rows.all():
+            second = start + int(np.argmin(finite_rows))
+            raise DataError(non_finite_message(half.features_path, second))
+    if half.audio is not None and half.audio_path is not None:
+        chunk_frames = chunk_seconds * AUDIO_FRAMES_PER_SECOND
+        for start in range(0, half.audio.shape[1], chunk_frames):
+            chunk = np.asarray(half.audio[:, start : start + chunk_frames])
+            finite_frames = np.isfinite(chunk).all(axis=0)
+            if not finite_frames.all():
+                frame = start + int(np.argmin(finite_frames))
+                raise DataError(non_finite_message(half.audio_path, frame // AUDIO_FRAMES_PER_SECOND, frame))
+
+
+def non_finite_message(path: Path, second: int, frame: int | None = None) -> str:
+    """The error message for NaN or inf found in ``path`` at ``second`` (and audio ``frame``)."""
+    where = f"second {second}" if frame is None else f"second {second} (audio frame {frame})"
+    return f"{path}: NaN or inf at {where}"
+
+
+def _open_half(roots: DataRoots, game: str, half: int, annotations: Annotations, with_audio: bool) -> Half:
+    features_path = roots.features_file(game, half)
+    features = _open_array(features_path, "features", roots.features)
+    if features.ndim != 2:
+        raise DataError(f"{features_path}: features must be [seconds, D], got shape {features.shape}")
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise DataError(f"{features_path}: empty features, shape {features.shape}")
+    audio_path: Path | None = None
+    audio: np.ndarray | None = None
+    if with_audio:
+        audio_path = roots.audio_file(game, half)
+        audio = _open_array(audio_path, "audio", roots.audio)
+        if audio.ndim != 2 or audio.shape[0] != NUM_MELS:
+            raise DataError(f"{audio_path}: audio must be [{NUM_MELS}, frames], got shape {audio.shape}")
+        if audio.shape[1] == 0:
+            raise DataError(f"{audio_path}: empty audio, shape {audio.shape}")
+    result = Half(game, half, features, audio, annotations, features_path, audio_path)
+    _check_labels_within(result, roots.labels_file(game))
+    return result
+
+
+def _open_array(path: Path, kind: str, root: Path) -> np.ndarray:
+    """Memory-map one ``.npy`` (reads its header only) and check its storage type."""
+    if not path.is_file():
+        raise DataError(f"{path}: {kind} file not found ({kind} root {root})")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"{path}: not a readable .npy array ({error})") from None
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{path}: expected one .npy array, got {type(array).__name__}")
+    if array.dtype not in STORED_DTYPES:
+        raise DataError(f"{path}: {kind} must be float32 or float16, got {array.dtype}")
+    return array
+
+
+def _check_game_folder(root: Path, kind: str, game: str) -> None:
+    if not (root / game).is_dir():
+        raise DataError(f"game {game!r}: no folder {root / game} under the {kind} root {root}")
+
+
+def _check_labels_within(half: Half, labels_path: Path) -> None:
+    """A label at or after ``num_seconds`` has no feature row: say which one and how long the half is."""
+    past_end = np.flatnonzero(half.annotations.position_ms >= half.num_seconds * 1000)
+    if past_end.size == 0:
+        return
+    first = int(past_end[0])
+    position_ms = int(half.annotations.position_ms[first])
+    name = CLASSES[int(half.annotations.class_index[first])]
+    raise DataError(
+        f"{labels_path}: label {name!r} at {game_time(half.half, position_ms)} ({position_ms} ms) is past "
+        f"the end of half {half.half}, which lasts {half.num_seconds} s ({half.features_path})"
+        + (f"; {past_end.size} labels of this half are past its end" if past_end.size > 1 else "")
+    )
+
+
+def _no_annotations() -> Annotations:
+    return Annotations(
+        half=np.zeros(0, dtype=np.int8),
+        position_ms=np.zeros(0, dtype=np.int64),
+        class_index=np.zeros(0, dtype=np.int16),
+        visible=np.zeros(0, dtype=bool),
+    )
+
+
+def _warn_ignored(ignored: Counter[str], where: str) -> None:
+    if ignored:
+        counts = ", ".join(f"{name!r}: {count}" for name, count in ignored.most_common())
+        log.warning(
+            "%s: dropped %d labels outside the 17 classes, as the official tools do (%s)",
+            where,
+            ignored.total(),
+            counts,
+        )

@@ -1,0 +1,18 @@
+"""From model outputs to detections: window aggregation, then Soft-NMS (numpy only).
+
+The model code converts its tensors to numpy arrays before calling in here, so
+that evaluation, ensembling and search can use this package without torch.
+"""
+
+from astra.postprocess.aggregation import AggregationError, aggregate_windows
+from astra.postprocess.nms import Detections, NMSError, detections_to_spots, hard_nms, soft_nms
+
+__all__ = [
+    "AggregationError",
+    "Detections",
+    "NMSError",
+    "aggregate_windows",
+    "detections_to_spots",
+    "hard_nms",
+    "soft_nms",
+]
