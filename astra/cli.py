@@ -10,6 +10,11 @@ import sys
 # Subcommand name -> module under astra.commands, in the order --help lists them.
 COMMANDS: dict[str, str] = {
     "synth": "synth",
+    "check-data": "check_data",
+    "audio-features": "audio_features",
+    "summary": "summary",
+    "train": "train",
+    "predict": "predict",
     "baseline": "baseline",
     "evaluate": "evaluate",
 }

@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from astra.data.dataset import DataRoots
 
 HELP = "scan a dataset for missing files, bad shapes, bad labels and NaN/inf"
 
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_split(roots, split: str, *, with_audio: bool, feature_dims: dict[int, str]) -> tuple[str, list[str]]:
+def _check_split(
+    roots: DataRoots, split: str, *, with_audio: bool, feature_dims: dict[int, str]) -> tuple[str, list[str]]:
     """Open and fully scan every game of ``split``; returns its printed summary and its problems."""
     import numpy as np
     from tqdm import tqdm

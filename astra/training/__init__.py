@@ -1,0 +1,1 @@
+"""Training: plain functions that run without Ray (``loop.fit``), and one thin Ray Train wrapper."""

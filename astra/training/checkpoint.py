@@ -1,0 +1,53 @@
+"""Checkpoints: written atomically, read without unpickling arbitrary objects.
+
+A checkpoint is one ``torch.save`` file holding only tensors, numbers, strings,
+lists and dicts, so that ``torch.load(weights_only=True)`` reads it. A run
+killed while saving leaves the previous file intact: we write to a temporary
+file in the same folder and ``os.replace`` it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weight file that cannot be used; the message names the file."""
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_atomic` (``weights_only``: no arbitrary code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for foreign or corrupt files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not an ASTRA checkpoint (expected the keys 'model' and 'config')")
+    return state

@@ -1,0 +1,110 @@
+"""Ray Train at the edge: a TorchTrainer whose workers run :func:`astra.training.loop.fit`.
+
+Each worker gets the process group (DDP) from Ray; rank 0 writes checkpoints and
+hands them to ``ray.train.report``, every worker reports once per epoch (Ray
+requires the same number of reports from each). A run restarted with the same
+``name`` and ``storage_path`` resumes from its last reported checkpoint.
+Inside a Ray Tune trial, pass ``callbacks=[TuneReportCallback()]`` so that rank 0's
+metrics reach Tune (see ``search``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from astra.config import ExperimentConfig, config_from_dict
+from astra.data.dataset import DataRoots
+
+
+def train_with_ray(
+    config: ExperimentConfig,
+    roots: DataRoots,
+    out_dir: str | Path,
+    *,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    name: str = "astra",
+    storage_path: str | None = None,
+    max_failures: int = 0,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """Run ``fit`` on ``num_workers`` Ray Train workers; returns Ray's ``Result``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "config": config.to_dict(),
+            "roots": [str(roots.labels), str(roots.features), str(roots.audio), roots.features_pattern, roots.audio_pattern],
+            "out_dir": str(Path(out_dir).resolve()),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path or str(Path(out_dir).resolve() / "ray"),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            callbacks=callbacks,
+        ),
+    )
+    return trainer.fit()
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from astra.training import checkpoint as checkpoint_files
+    from astra.training.loop import fit
+
+    config = config_from_dict(loop_config["config"])
+    labels, features, audio, features_pattern, audio_pattern = loop_config["roots"]
+    roots = DataRoots(Path(labels), Path(features), Path(audio), features_pattern, audio_pattern)
+    rank = ray.train.get_context().get_world_rank()
+    out_dir = Path(loop_config["out_dir"])
+    if rank != 0:
+        # Other ranks keep their (unused) files apart from rank 0's.
+        out_dir = out_dir / f"rank{rank}"
+
+    resume_from = None
+    restored = ray.train.get_checkpoint()
+    staging = tempfile.TemporaryDirectory(prefix="astra-resume-")
+    if restored is not None:
+        restored_dir = Path(restored.to_directory(staging.name))
+        if (restored_dir / checkpoint_files.LAST).is_file():
+            resume_from = restored_dir / checkpoint_files.LAST
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="astra-report-") as folder:
+            # Only the resumable state travels to Ray's storage; best.pt stays under out_dir.
+            _link_or_copy(checkpoint_dir / checkpoint_files.LAST, Path(folder, checkpoint_files.LAST))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    try:
+        fit(
+            config,
+            roots,
+            out_dir,
+            reporter=report,
+            resume_from=resume_from,
+            device=ray.train.torch.get_device(),
+            progress=rank == 0,
+        )
+    finally:
+        staging.cleanup()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the filesystem allows (checkpoints are large), else a copy."""
+    import os
+    import shutil
+
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
