@@ -202,7 +202,7 @@ def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if base is not None:
         _merge(tree, _read_yaml_with_bases(path.parent / str(base), (*seen, path)))
     try:
-        config_from_dict(document, source=str(path))  # check this file on its own, to name it in errors
+        config_from_dict(document)  # check this file on its own, to name it in errors
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     _merge(tree, document)

@@ -150,9 +150,9 @@ def total_loss(
     outputs: dict[str, torch.Tensor],
     class_targets: torch.Tensor,
     displacement_targets: torch.Tensor,
-    *,
     config: LossConfig,
     clips: ClipConfig,
+    *,
     uncertainty: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``w_c * L_c + w_d * L_d``, and its parts for logging.
@@ -168,8 +168,8 @@ def total_loss(
         uncertainty: use the log-variance (M8 onwards) or the squared error.
 
     Returns:
-        ``(loss, parts)``: the scalar to minimise, and detached scalars
-        ``"classification"`` and ``"displacement"`` (unweighted) and ``"total"``.
+        ``(loss, parts)``: the scalar to minimise, and the detached, unweighted
+        scalars ``"classification"`` and ``"displacement"``.
     """
     for key in (CLASS_SCORES_KEY, DISPLACEMENT_KEY) + ((LOG_VARIANCE_KEY,) if uncertainty else ()):
         if key not in outputs:
@@ -195,7 +195,6 @@ def total_loss(
     parts = {
         "classification": classification.detach(),
         "displacement": displacement.detach(),
-        "total": loss.detach(),
     }
     return loss, parts
 

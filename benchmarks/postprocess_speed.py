@@ -36,8 +36,12 @@ EVENTS_PER_HALF = np.asarray(PAPER_CLASS_COUNTS, dtype=np.float64) / 1000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each implementation (best is shown)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs of each implementation (best is shown)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -46,8 +50,9 @@ def main() -> None:
     starts = _window_starts()
     scores, displacement = _synthetic_outputs(rng, starts)
     print(
-        f"one half: {num_frames} frames, {starts.size} windows x {scores.shape[1]} positions x {scores.shape[2]} "
-        f"channels; {np.mean(scores[:, :, 1:] > THRESHOLD):.1%} of class scores above {THRESHOLD}"
+        f"one half: {num_frames} frames, {starts.size} windows x {scores.shape[1]} positions "
+        f"x {scores.shape[2]} channels; "
+        f"{np.mean(scores[:, :, 1:] > THRESHOLD):.1%} of class scores above {THRESHOLD}"
     )
 
     ours = aggregate_windows(scores, displacement, starts, num_frames, OUTPUTS_PER_SECOND, THRESHOLD)
@@ -55,9 +60,8 @@ def main() -> None:
     np.testing.assert_array_equal(ours, reference)
     detections = soft_nms(ours, PAPER_SOFT_NMS_WINDOWS_SECONDS, threshold=THRESHOLD)
     expected = _reference_soft_nms(ours, PAPER_SOFT_NMS_WINDOWS_SECONDS)
-    assert sorted(zip(detections.frame.tolist(), detections.class_index.tolist())) == sorted(expected), (
-        "soft_nms disagrees with the reference loop"
-    )
+    kept = zip(detections.frame.tolist(), detections.class_index.tolist(), strict=True)
+    assert sorted(kept) == sorted(expected), "soft_nms disagrees with the reference loop"
     print(
         f"per-position output: {np.mean(ours > THRESHOLD):.1%} of (frame, class) above {THRESHOLD}; "
         f"Soft-NMS keeps {len(detections)} detections"
@@ -66,7 +70,9 @@ def main() -> None:
     rows = [
         (
             "aggregation",
-            lambda: aggregate_windows(scores, displacement, starts, num_frames, OUTPUTS_PER_SECOND, THRESHOLD),
+            lambda: aggregate_windows(
+                scores, displacement, starts, num_frames, OUTPUTS_PER_SECOND, THRESHOLD
+            ),
             lambda: _reference_aggregate(scores, displacement, starts, num_frames),
         ),
         (
@@ -136,7 +142,9 @@ def _reference_aggregate(
     return out
 
 
-def _reference_soft_nms(per_position: np.ndarray, windows_seconds: tuple[float, ...]) -> list[tuple[int, int]]:
+def _reference_soft_nms(
+    per_position: np.ndarray, windows_seconds: tuple[float, ...]
+) -> list[tuple[int, int]]:
     """Per class: argmax, keep, decay one slice by (|o| / h)^2, drop under the threshold; repeat."""
     kept: list[tuple[int, int]] = []
     for c, window_seconds in enumerate(windows_seconds):

@@ -83,7 +83,9 @@ class TinyDataset:
         return np.load(self.root / game / f"audio{half}.npy")
 
 
-def _label(game_time: str, label: str, position_ms: int | None, visibility: str = "visible") -> dict[str, str]:
+def _label(
+    game_time: str, label: str, position_ms: int | None, visibility: str = "visible"
+) -> dict[str, str]:
     entry = {"gameTime": game_time, "label": label, "team": "home", "visibility": visibility}
     if position_ms is not None:
         entry["position"] = str(position_ms)
@@ -172,7 +174,9 @@ def write_tiny_dataset(
     splits: dict[str, list[str]] = {}
     for game in games:
         if not with_audio:
-            game = TinyGame(game.name, game.split, game.half_seconds, None, game.labels, game.seed, game.feature_dims)
+            game = TinyGame(
+                game.name, game.split, game.half_seconds, None, game.labels, game.seed, game.feature_dims
+            )
         write_game(root, game)
         splits.setdefault(game.split, []).append(game.name)
     (root / "splits.json").write_text(json.dumps(splits, indent=1), encoding="utf-8")

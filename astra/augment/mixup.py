@@ -62,7 +62,7 @@ class Mixup(Protocol):
     def load_state_dict(self, state: dict[str, torch.Tensor | None]) -> None: ...
 
 
-def build_mixup(config: AugmentConfig, *, num_classes: int, generator: torch.Generator) -> Mixup:
+def build_mixup(config: AugmentConfig, num_classes: int, *, generator: torch.Generator) -> Mixup:
     """The mixup that ``config.mixup`` names: ``"balanced"`` (M4 onwards), ``"plain"`` (M3) or ``"none"``."""
     if config.mixup == "balanced":
         return BalancedMixup(

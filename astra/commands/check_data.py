@@ -34,12 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="splits to check (default: those of <data>/splits.json, else train valid test challenge)",
     )
-    parser.add_argument("--features-root", type=Path, default=None, help="visual features root (default: --data)")
+    parser.add_argument(
+        "--features-root", type=Path, default=None, help="visual features root (default: --data)"
+    )
     parser.add_argument("--audio-root", type=Path, default=None, help="audio root (default: --data)")
     parser.add_argument(
         "--features-pattern",
         default=None,
-        help="feature file name per half, formatted with {half} (default: {half}_baidu_soccer_embeddings.npy)",
+        help="feature file name per half, with {half} (default: {half}_baidu_soccer_embeddings.npy)",
     )
     parser.add_argument("--no-audio", action="store_true", help="do not look for audio files")
 
@@ -64,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     problems: list[str] = []
     feature_dims: dict[int, str] = {}
     for split in splits:
-        report, split_problems = _check_split(roots, split, with_audio=not args.no_audio, feature_dims=feature_dims)
+        report, split_problems = _check_split(
+            roots, split, with_audio=not args.no_audio, feature_dims=feature_dims
+        )
         print(report)
         problems.extend(split_problems)
     if len(feature_dims) > 1:
@@ -80,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_split(
-    roots: DataRoots, split: str, *, with_audio: bool, feature_dims: dict[int, str]) -> tuple[str, list[str]]:
+    roots: DataRoots, split: str, *, with_audio: bool, feature_dims: dict[int, str]
+) -> tuple[str, list[str]]:
     """Open and fully scan every game of ``split``; returns its printed summary and its problems."""
     import numpy as np
     from tqdm import tqdm
@@ -107,7 +112,9 @@ def _check_split(
         if not has_labels:
             num_unlabelled += 1
             if labels_expected:
-                problems.append(f"{roots.labels_file(game)}: label file not found (labels root {roots.labels})")
+                problems.append(
+                    f"{roots.labels_file(game)}: label file not found (labels root {roots.labels})"
+                )
         try:
             halves, game_ignored = open_game(roots, game, with_audio=with_audio, require_labels=False)
             for half in halves:

@@ -115,21 +115,21 @@ def slice_clips(
     if not with_audio:
         return features, None
     if half.audio is None:
-        raise DataError(f"{half.features_path}: audio requested, but half {half.half} of {half.game!r} was opened without audio")
+        raise DataError(
+            f"{half.features_path}: audio requested, but half {half.half} of {half.game!r} "
+            "was opened without audio"
+        )
     # The usable audio: the recording cut to the visual length; its last frame pads the rest.
     usable_frames = min(half.audio.shape[1], half.num_audio_frames)
     first_frames = starts * AUDIO_FRAMES_PER_SECOND
-    frames = np.minimum(
-        first_frames[:, None] + np.arange(clip_seconds * AUDIO_FRAMES_PER_SECOND), usable_frames - 1
-    )  # [N, T*100]
-    audio = np.asarray(half.audio[:, frames], dtype=np.float32).transpose(1, 0, 2)  # [N, 128, T*100]
+    audio = _slice_audio(half.audio, first_frames, clip_seconds * AUDIO_FRAMES_PER_SECOND, usable_frames)
     finite_frames = np.isfinite(audio).all(axis=1)  # [N, T*100]
     if not finite_frames.all():
         bad_clip, bad_frame = np.unravel_index(np.argmin(finite_frames), finite_frames.shape)
-        frame = int(frames[bad_clip, bad_frame])
+        frame = int(min(first_frames[bad_clip] + bad_frame, usable_frames - 1))
         assert half.audio_path is not None
         raise DataError(non_finite_message(half.audio_path, frame // AUDIO_FRAMES_PER_SECOND, frame))
-    return features, np.ascontiguousarray(audio)
+    return features, audio
 
 
 def encode_targets(
@@ -203,6 +203,31 @@ def encode_targets(
     classification[:, :, 0] = 1.0 - classification[:, :, 1:].max(axis=2)
     displacement[:, :, 1:] = half_displacement[positions]
     return classification, displacement
+
+
+def _slice_audio(
+    audio: np.ndarray, first_frames: np.ndarray, num_frames: int, usable_frames: int
+) -> np.ndarray:
+    """Clips ``[N, 128, num_frames]`` float32 of ``audio`` ``[128, frames]`` from ``first_frames`` ``[N]``.
+
+    Frames at or past ``usable_frames`` repeat frame ``usable_frames - 1``.
+    """
+    base = min(int(first_frames.min()), usable_frames - 1)
+    end = int(first_frames.max()) + num_frames
+    if end - base <= 2 * len(first_frames) * num_frames:
+        # Clips close together (one clip, or consecutive inference windows): read their span
+        # once as rows of contiguous frames, pad it, and cut the clips out of a window view.
+        # An element-wise gather of the same frames is about 4 times slower.
+        span = np.asarray(audio[:, base : min(end, usable_frames)], dtype=np.float32)  # [128, S]
+        if span.shape[1] < end - base:
+            padding = np.broadcast_to(span[:, -1:], (span.shape[0], end - base - span.shape[1]))
+            span = np.concatenate([span, padding], axis=1)
+        windows = np.lib.stride_tricks.sliding_window_view(span, num_frames, axis=1)  # [128, S', F]
+        return windows.transpose(1, 0, 2)[first_frames - base]  # [N, 128, F], one copy
+    # Clips far apart: gather only their frames rather than everything between them.
+    frames = np.minimum(first_frames[:, None] + np.arange(num_frames), usable_frames - 1)  # [N, F]
+    clips = np.asarray(audio[:, frames], dtype=np.float32)  # [128, N, F]
+    return np.ascontiguousarray(clips.transpose(1, 0, 2))
 
 
 def _marked_frames(

@@ -116,6 +116,11 @@ class Half:
         """The audio length once aligned on the visual one: ``num_seconds * 100``."""
         return self.num_seconds * AUDIO_FRAMES_PER_SECOND
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # A pickled memmap carries its whole array; a Half sent to a data-loading process
+        # carries its file paths instead and maps them again there.
+        return _reopen_half, (self.game, self.half, self.features_path, self.audio_path, self.annotations)
+
 
 def load_split(
     roots: DataRoots,
@@ -134,7 +139,9 @@ def load_split(
     games = games_of_split(split, roots.labels)
     if not games:
         raise DataError(f"split {split!r} has no games (labels root {roots.labels})")
-    halves, ignored = load_games(roots, games, with_audio=with_audio, require_labels=require_labels, progress=progress)
+    halves, ignored = load_games(
+        roots, games, with_audio=with_audio, require_labels=require_labels, progress=progress
+    )
     _warn_ignored(ignored, f"split {split!r}")
     return halves
 
@@ -169,7 +176,9 @@ def load_games(
     halves: list[Half] = []
     ignored: Counter[str] = Counter()
     for game in games_iter:
-        game_halves, game_ignored = open_game(roots, game, with_audio=with_audio, require_labels=require_labels)
+        game_halves, game_ignored = open_game(
+            roots, game, with_audio=with_audio, require_labels=require_labels
+        )
         if halves and game_halves[0].feature_dim != halves[0].feature_dim:
             raise DataError(
                 f"{game_halves[0].features_path}: {game_halves[0].feature_dim} features per second, but "
@@ -242,6 +251,14 @@ def non_finite_message(path: Path, second: int, frame: int | None = None) -> str
     """The error message for NaN or inf found in ``path`` at ``second`` (and audio ``frame``)."""
     where = f"second {second}" if frame is None else f"second {second} (audio frame {frame})"
     return f"{path}: NaN or inf at {where}"
+
+
+def _reopen_half(
+    game: str, half: int, features_path: Path, audio_path: Path | None, annotations: Annotations
+) -> Half:
+    features = np.load(features_path, mmap_mode="r", allow_pickle=False)
+    audio = None if audio_path is None else np.load(audio_path, mmap_mode="r", allow_pickle=False)
+    return Half(game, half, features, audio, annotations, features_path, audio_path)
 
 
 def _open_half(roots: DataRoots, game: str, half: int, annotations: Annotations, with_audio: bool) -> Half:

@@ -58,7 +58,7 @@ def aggregate_windows(
     class_scores = np.asarray(class_scores)
     starts_seconds = np.asarray(window_starts_seconds, dtype=np.float64)
     _check_inputs(class_scores, displacement, starts_seconds, num_frames, outputs_per_second)
-    num_windows, num_positions, num_channels = class_scores.shape
+    _, num_positions, num_channels = class_scores.shape
     num_classes = num_channels - 1
     aggregated = np.zeros((num_frames, num_classes), dtype=np.float32)
 
@@ -69,7 +69,9 @@ def aggregate_windows(
         frames_per_output
     )
     inside_half = (source_frames >= 0) & (source_frames < num_frames)
-    window_index, position_index, class_index = np.nonzero((scores > score_threshold) & inside_half[:, :, None])
+    window_index, position_index, class_index = np.nonzero(
+        (scores > score_threshold) & inside_half[:, :, None]
+    )
     if window_index.size == 0:
         return aggregated
 
@@ -78,7 +80,9 @@ def aggregate_windows(
         # The displacement target is j - p (ASTRA_SPEC.md, "Clips and targets"): the action sits at j - mu.
         mu = np.asarray(displacement)[:, :, 1:][window_index, position_index, class_index]
         if not np.all(np.isfinite(mu)):
-            raise AggregationError("displacement holds NaN or infinite values where scores pass the threshold")
+            raise AggregationError(
+                "displacement holds NaN or infinite values where scores pass the threshold"
+            )
         output_positions = output_positions - mu.astype(np.float64)
     # np.rint rounds halves to even, as Python's round() in the authors' code.
     frames = np.clip(np.rint(output_positions * frames_per_output), 0, num_frames - 1).astype(np.int64)
@@ -100,11 +104,13 @@ def _check_inputs(
         )
     if displacement is not None and np.shape(displacement) != class_scores.shape:
         raise AggregationError(
-            f"displacement shape {np.shape(displacement)} differs from class_scores shape {class_scores.shape}"
+            f"displacement shape {np.shape(displacement)} differs from "
+            f"class_scores shape {class_scores.shape}"
         )
     if starts_seconds.shape != (class_scores.shape[0],):
         raise AggregationError(
-            f"expected {class_scores.shape[0]} window starts (one per window), got shape {starts_seconds.shape}"
+            f"expected {class_scores.shape[0]} window starts (one per window), "
+            f"got shape {starts_seconds.shape}"
         )
     if not np.all(np.isfinite(starts_seconds)):
         raise AggregationError(f"window starts must be finite seconds, got {starts_seconds}")

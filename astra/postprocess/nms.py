@@ -52,8 +52,9 @@ class Detections:
     Attributes:
         frame: ``[K]`` int64, frame at ``frames_per_second`` in the half.
         class_index: ``[K]`` int16, index into ``astra.classes.CLASSES``.
-        score: ``[K]`` float32, the score when the detection was kept (after the
-            decays of earlier selections, for Soft-NMS).
+        score: ``[K]`` float64, the score when the detection was kept (after the
+            decays of earlier selections, for Soft-NMS). Float64 as ``Spots.confidence``:
+            float32 would merge nearby decayed scores and reorder the evaluator's ties.
     """
 
     frame: np.ndarray
@@ -111,10 +112,8 @@ def detections_to_spots(
     """The detections of one half as ``astra.submission.Spots``, ready for ``write_submission``."""
     from astra.submission import Spots
 
-    if half not in (1, 2):
-        raise NMSError(f"half must be 1 or 2, got {half!r}")
     return Spots.from_frames(
-        np.full(len(detections), half, dtype=np.int8),
+        half,
         detections.frame,
         detections.class_index,
         detections.score,
@@ -149,7 +148,7 @@ def _suppress(
     decay: str,
 ) -> Detections:
     scores = _checked_scores(per_position)
-    num_frames, num_classes = scores.shape
+    num_classes = scores.shape[1]
     half_windows_frames = _half_windows_frames(windows_seconds, num_classes, frames_per_second)
     if not (math.isfinite(threshold) and threshold > 0):
         # A threshold of 0 would keep selecting the zeros that the decay leaves behind.
@@ -186,7 +185,7 @@ def _suppress(
     return Detections(
         frame=frames[order].astype(np.int64),
         class_index=classes[order].astype(np.int16),
-        score=kept_scores[order].astype(np.float32),
+        score=kept_scores[order],
     )
 
 
@@ -284,7 +283,8 @@ def _half_windows_frames(
     windows = np.asarray(windows_seconds, dtype=np.float64)
     if windows.shape != (num_classes,):
         raise NMSError(
-            f"expected one window per class ({num_classes}), got {len(np.atleast_1d(windows))}: {windows_seconds}"
+            f"expected one window per class ({num_classes}), "
+            f"got {len(np.atleast_1d(windows))}: {windows_seconds}"
         )
     if not (np.all(np.isfinite(windows)) and np.all(windows > 0)):
         raise NMSError(f"windows must be positive seconds, got {list(windows_seconds)}")
@@ -297,5 +297,5 @@ def _empty_detections() -> Detections:
     return Detections(
         frame=np.zeros(0, dtype=np.int64),
         class_index=np.zeros(0, dtype=np.int16),
-        score=np.zeros(0, dtype=np.float32),
+        score=np.zeros(0, dtype=np.float64),
     )

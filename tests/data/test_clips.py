@@ -61,7 +61,9 @@ def _reference_targets(
                     if abs(offset) <= class_radius_seconds * rate:
                         classification[n, j, c + 1] = 1
                     if abs(offset) <= displacement_radius_seconds * rate and (
-                        best is None or abs(offset) < abs(best) or (abs(offset) == abs(best) and offset > best)
+                        best is None
+                        or abs(offset) < abs(best)
+                        or (abs(offset) == abs(best) and offset > best)
                     ):
                         best = offset
                 if best is not None:
@@ -74,7 +76,9 @@ def _reference_targets(
 
 
 @pytest.mark.parametrize("rate", [1, 2])
-@pytest.mark.parametrize(("class_radius", "displacement_radius"), [(2.0, 3.0), (3.0, 6.0), (1.5, 1.0), (0.0, 0.0)])
+@pytest.mark.parametrize(
+    ("class_radius", "displacement_radius"), [(2.0, 3.0), (3.0, 6.0), (1.5, 1.0), (0.0, 0.0)]
+)
 def test_one_action_marks_its_radii(rate: int, class_radius: float, displacement_radius: float) -> None:
     position_ms = 21_700  # second 21.7: frame 43 at 2 per second, 21 at 1 per second
     classification, displacement = encode_targets(
@@ -101,7 +105,9 @@ def test_action_frame_follows_the_official_rounding() -> None:
 
 @pytest.mark.parametrize("rate", [1, 2])
 def test_rate_scales_frames_and_radii(rate: int) -> None:
-    classification, displacement = encode_targets(_annotations((12_500, FOUL)), _starts(0), 30, rate, 2.0, 3.0)
+    classification, displacement = encode_targets(
+        _annotations((12_500, FOUL)), _starts(0), 30, rate, 2.0, 3.0
+    )
     assert classification.shape == displacement.shape == (1, 30 * rate, NUM_CLASSES + 1)
     marked = np.flatnonzero(classification[0, :, FOUL + 1])
     p = 12_500 * rate // 1000
@@ -125,7 +131,11 @@ def test_actions_at_and_beyond_the_clip_edges() -> None:
         2.0,
         3.0,
     )
-    foul, goal, corner = classification[0, :, FOUL + 1], classification[0, :, GOAL + 1], classification[0, :, CORNER + 1]
+    foul, goal, corner = (
+        classification[0, :, FOUL + 1],
+        classification[0, :, GOAL + 1],
+        classification[0, :, CORNER + 1],
+    )
     assert np.flatnonzero(foul).tolist() == [0, 1, 2]  # frames 40..42 lie within 4 of frame 38
     np.testing.assert_array_equal(displacement[0, :5, FOUL + 1], [2, 3, 4, 5, 6])  # j - p with p = -2
     assert np.isnan(displacement[0, 5:, FOUL + 1]).all()
@@ -168,7 +178,9 @@ def test_two_classes_at_one_position() -> None:
 
 
 def test_a_clip_without_actions_is_all_background() -> None:
-    classification, displacement = encode_targets(_annotations((100_000, FOUL)), _starts(0, 10), 20, 2, 2.0, 3.0)
+    classification, displacement = encode_targets(
+        _annotations((100_000, FOUL)), _starts(0, 10), 20, 2, 2.0, 3.0
+    )
     assert (classification[:, :, 0] == 1).all()
     assert not classification[:, :, 1:].any()
     assert np.isnan(displacement).all()
@@ -181,7 +193,9 @@ def test_targets_match_the_definition_on_random_cases(seed: int) -> None:
     rng = np.random.default_rng(seed)
     rate = int(rng.choice([1, 2]))
     class_radius, displacement_radius = float(rng.choice([0, 1, 1.5, 2, 3])), float(rng.choice([0, 1, 3, 6]))
-    actions = [(int(ms), int(c)) for ms, c in zip(rng.integers(0, 60_000, 25), rng.integers(0, 3, 25), strict=True)]
+    actions = [
+        (int(ms), int(c)) for ms, c in zip(rng.integers(0, 60_000, 25), rng.integers(0, 3, 25), strict=True)
+    ]
     annotations = _annotations(*actions)
     starts = rng.integers(0, 55, 5)
     got = encode_targets(annotations, starts, 12, rate, class_radius, displacement_radius)
@@ -335,6 +349,33 @@ def test_shorter_audio_is_padded_with_its_last_frame(tiny_dataset) -> None:
     assert (audio[0, :, real:] == source_audio[:, -1:]).all()
 
 
+@pytest.mark.parametrize("starts", [(0, 5, 9, 13), (150, 160, 170), (0, 90, 180), (3, 181, 120, 60)])
+def test_a_batch_of_clips_equals_each_clip_alone(tiny_dataset, starts: tuple[int, ...]) -> None:
+    # Close starts are read as one span, far ones gathered frame by frame: both must agree.
+    roots = DataRoots.single(tiny_dataset.root)
+    for half in load_game(roots, tiny_dataset.games[0].name, with_audio=True, require_labels=True):
+        features, audio = slice_clips(half, _starts(*starts), 30, with_audio=True)
+        assert audio is not None and audio.flags.c_contiguous and features.flags.c_contiguous
+        for n, start in enumerate(starts):
+            one_features, one_audio = slice_clips(half, _starts(start), 30, with_audio=True)
+            np.testing.assert_array_equal(features[n], one_features[0])
+            np.testing.assert_array_equal(audio[n], one_audio[0])
+
+
+def test_clips_past_the_end_of_short_audio(tmp_path: Path, make_game, tiny_games) -> None:
+    # Audio of 10 s under 60 s of features: clips starting after it ends hold its last frame.
+    game = dataclasses.replace(tiny_games[0], half_seconds=(60, 61), audio_frames=(1_000, 6_100), labels=())
+    make_game(tmp_path, game)
+    half = load_game(DataRoots.single(tmp_path), game.name, with_audio=True, require_labels=True)[0]
+    source_audio = np.load(tmp_path / game.name / "audio1.npy")
+    for starts in ((20, 25), (20, 40), (5, 12), (5, 50)):
+        _, audio = slice_clips(half, _starts(*starts), 10, with_audio=True)
+        assert audio is not None
+        for n, start in enumerate(starts):
+            frames = np.minimum(start * 100 + np.arange(1_000), 999)
+            np.testing.assert_array_equal(audio[n], source_audio[:, frames])
+
+
 def test_float16_storage_is_read_as_float32(tmp_path: Path, make_game, tiny_games) -> None:
     game = dataclasses.replace(tiny_games[0], half_seconds=(60, 61), audio_frames=None, labels=())
     make_game(tmp_path, game)
@@ -347,7 +388,9 @@ def test_float16_storage_is_read_as_float32(tmp_path: Path, make_game, tiny_game
 
 
 @pytest.mark.parametrize("modality", ["features", "audio"])
-def test_nan_in_what_is_read_names_the_file_and_second(tmp_path: Path, make_game, tiny_games, modality: str) -> None:
+def test_nan_in_what_is_read_names_the_file_and_second(
+    tmp_path: Path, make_game, tiny_games, modality: str
+) -> None:
     game = dataclasses.replace(tiny_games[0], half_seconds=(60, 61), audio_frames=(6_000, 6_100), labels=())
     make_game(tmp_path, game)
     if modality == "features":

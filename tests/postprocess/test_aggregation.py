@@ -34,7 +34,9 @@ def reference_aggregate(
                 continue
             for c in range(1, scores.shape[2]):
                 if scores[w, j, c] > threshold:
-                    position = float(starts_seconds[w]) * outputs_per_second + j - float(displacement[w, j, c])
+                    position = (
+                        float(starts_seconds[w]) * outputs_per_second + j - float(displacement[w, j, c])
+                    )
                     frame = min(max(round(position * 2 / outputs_per_second), 0), num_frames - 1)
                     out[frame, c - 1] = max(out[frame, c - 1], scores[w, j, c])
     return out

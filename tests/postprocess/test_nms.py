@@ -40,7 +40,9 @@ def reference_nms(
                 offset = abs(frame - best)
                 if offset < half_window:
                     ratio = offset / half_window
-                    factor = {"pow2": ratio * ratio, "linear": ratio, "sqrt": math.sqrt(ratio), "hard": 0.0}[decay]
+                    factor = {"pow2": ratio * ratio, "linear": ratio, "sqrt": math.sqrt(ratio), "hard": 0.0}[
+                        decay
+                    ]
                     scores[frame] = scores[frame] * factor
                     if scores[frame] < threshold:
                         scores[frame] = 0.0
@@ -49,7 +51,9 @@ def reference_nms(
 
 def as_tuples(detections: Detections) -> list[tuple[int, int, float]]:
     return list(
-        zip(detections.frame.tolist(), detections.class_index.tolist(), detections.score.tolist(), strict=True)
+        zip(
+            detections.frame.tolist(), detections.class_index.tolist(), detections.score.tolist(), strict=True
+        )
     )
 
 
@@ -68,12 +72,9 @@ def random_outputs(seed: int, num_frames: int = 90, num_classes: int = 3) -> tup
 @pytest.mark.parametrize("decay", ["pow2", "linear", "sqrt", "hard"])
 def test_agrees_exactly_with_the_plain_loop(seed: int, decay: str) -> None:
     scores, windows = random_outputs(seed)
-    if decay == "hard":
-        detections = hard_nms(scores, windows)
-    else:
-        detections = soft_nms(scores, windows, decay=decay)
-    expected = [(frame, c, float(np.float32(score))) for frame, c, score in reference_nms(scores, windows, decay=decay)]
-    assert as_tuples(detections) == expected
+    detections = hard_nms(scores, windows) if decay == "hard" else soft_nms(scores, windows, decay=decay)
+    # Bit for bit: the same frames in the same order, and the same float64 scores.
+    assert as_tuples(detections) == reference_nms(scores, windows, decay=decay)
 
 
 def test_agrees_with_the_plain_loop_on_paper_windows_and_another_rate() -> None:
@@ -83,7 +84,7 @@ def test_agrees_with_the_plain_loop_on_paper_windows_and_another_rate() -> None:
     for frames_per_second in (2, 1, 25 / 12):
         detections = soft_nms(scores, windows, frames_per_second=frames_per_second, threshold=0.05)
         expected = reference_nms(scores, windows, frames_per_second, threshold=0.05)
-        assert as_tuples(detections) == [(f, c, float(np.float32(s))) for f, c, s in expected]
+        assert as_tuples(detections) == expected
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -179,9 +180,9 @@ def test_detection_arrays_have_the_documented_types() -> None:
     detections = soft_nms(scores.astype(np.float16), windows)
     assert detections.frame.dtype == np.int64
     assert detections.class_index.dtype == np.int16
-    assert detections.score.dtype == np.float32
+    assert detections.score.dtype == np.float64
     empty = soft_nms(np.zeros((10, 3), dtype=np.float32), windows)
-    assert (empty.frame.dtype, empty.class_index.dtype, empty.score.dtype) == (np.int64, np.int16, np.float32)
+    assert (empty.frame.dtype, empty.class_index.dtype, empty.score.dtype) == (np.int64, np.int16, np.float64)
 
 
 def test_decay_factors_are_zero_at_the_maximum_and_one_past_the_window() -> None:
@@ -221,5 +222,6 @@ def test_detections_become_spots_of_one_half() -> None:
     spots = detections_to_spots(soft_nms(scores, PAPER_SOFT_NMS_WINDOWS_SECONDS), half=2)
     assert isinstance(spots, submission.Spots)
     assert spots.half.tolist() == [2, 2]
-    assert sorted(zip(spots.position_ms.tolist(), spots.class_index.tolist())) == [(5000, 2), (30500, 8)]
+    kept = zip(spots.position_ms.tolist(), spots.class_index.tolist(), strict=True)
+    assert sorted(kept) == [(5000, 2), (30500, 8)]
     assert spots.confidence.tolist() == pytest.approx([0.7, 0.4])

@@ -1,0 +1,74 @@
+"""Predict a split with a simple baseline: a ridge-regression probe on the visual features.
+
+Fits one closed-form ridge regression (numpy, no GPU) on the training split's
+features, each second with its neighbours within --context-seconds, to a target
+of 1 near events of each class; predicts per-second scores on --split, decodes
+them with the paper's Soft-NMS windows and writes one results_spotting.json per
+game under --out, plus --out/predictions.zip for a challenge submission. Games
+of --split need no labels.
+
+Example:
+    astra baseline --data runs/demo/data --split test --out runs/demo/baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "fit a ridge-regression baseline and write predictions for a split"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset root: labels (and features unless --features-root)"
+    )
+    parser.add_argument("--split", required=True, help="split to predict (test, challenge, ...)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the results and predictions.zip")
+    parser.add_argument("--train-split", default="train", help="split to fit on (default: train)")
+    parser.add_argument(
+        "--features-root", type=Path, default=None, help="visual features root (default: --data)"
+    )
+    parser.add_argument(
+        "--context-seconds",
+        type=int,
+        default=2,
+        help="neighbouring seconds on each side joined to each second's features (default: 2)",
+    )
+    parser.add_argument(
+        "--projection-dim",
+        type=int,
+        default=128,
+        help="random projection width for wider features (default: 128)",
+    )
+    parser.add_argument(
+        "--ridge",
+        type=float,
+        default=1.0,
+        help="ridge strength relative to the mean input variance (default: 1)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random projection (default: 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from astra.baseline import BaselineConfig, run_baseline
+    from astra.data.dataset import DataRoots
+
+    config = BaselineConfig(
+        context_seconds=args.context_seconds,
+        projection_dim=args.projection_dim,
+        ridge=args.ridge,
+        seed=args.seed,
+    )
+    roots = DataRoots(labels=args.data, features=args.features_root or args.data, audio=args.data)
+    results = run_baseline(
+        roots,
+        args.split,
+        args.out,
+        train_split=args.train_split,
+        config=config,
+        progress=not args.no_progress,
+    )
+    print(f"{len(results)} games of split {args.split!r}: results and predictions.zip in {args.out}")
+    return 0

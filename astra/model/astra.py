@@ -1,0 +1,270 @@
+"""ASTRA: PFFNs and a VGGish-style CNN, a hierarchical Transformer encoder-decoder, two heads.
+
+Data flow of one clip of ``T`` seconds (paper, Figure 1; shapes for the paper preset)::
+
+    features [B, T, 8576] --temporal dropout/switch--> split into 5 -> PFFN_j -> [B, T, 5, d]
+    audio power [B, 128, 100 T] -> log-mel dB --temporal dropout/switch--> 52 patches [96, 128]
+        -> VGGish CNN -> [B, 52, d]
+    + temporal and source encodings -> tokens [B, 5 T + 52, d] (time-major visual, then audio)
+    -> hierarchical encoder (4, 2, 1 segments) -> memory [B, 5 T + 52, d]
+    L_out learnable queries [L_out, d] -> decoder (self-attention, cross-attention to memory)
+    -> classification head (sigmoid) [B, L_out, C+1], displacement head [B, L_out, C+1] (+ log-variance)
+
+The decoder is ``torch.nn.TransformerDecoder`` of post-norm layers with no final
+LayerNorm and no query positional encoding re-added per layer (unlike DETR):
+the queries are the decoder's input and carry their position themselves. The
+encoder's differences from ``torch.nn.TransformerEncoder`` are listed in
+``astra.model.encoder``.
+
+Training inserts mixup between the two stages: ``preprocess_audio`` (power to
+log-mel) and ``forward_features`` (everything after), as the authors' order is:
+log-mel, mixup, queue update, temporal dropout and switch, PFFNs and CNN,
+encodings, encoder, decoder, heads. ``forward`` runs both stages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from astra.config import ClipConfig, ModelConfig
+from astra.model.audio import VGGishBackbone, audio_patch_count, load_vggish_weights, log_mel_db
+from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_segments
+from astra.model.heads import ClassificationHead, UncertaintyDisplacementHead
+from astra.model.pffn import PointwiseFeedForward
+from astra.model.temporal_augment import TemporalAugment
+
+log = logging.getLogger(__name__)
+
+
+def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool = True) -> AstraModel:
+    """The network of ``model`` for clips of ``clips``; VGGish weights load when configured and wanted.
+
+    ``load_pretrained=False`` skips reading weight files (a model built on the
+    meta device only to count parameters, or one about to load a checkpoint).
+    """
+    _check(model, clips)
+    d_model = model.d_model
+    num_visual = len(model.visual_dims)
+    num_audio_tokens = (
+        audio_patch_count(clips.clip_seconds, clips.audio_frames_per_second, model.audio_patch_frames)
+        if model.use_audio
+        else 0
+    )
+    if model.use_audio and num_audio_tokens < 1:
+        raise ValueError(
+            f"a clip of {clips.clip_seconds} s holds no audio patch of {model.audio_patch_frames} frames"
+        )
+    num_outputs = model.num_classes + 1  # channel 0 is background
+    decoder_layer = nn.TransformerDecoderLayer(
+        d_model,
+        model.num_heads,
+        dim_feedforward=model.feedforward_multiplier * d_model,
+        dropout=model.transformer_dropout,
+        activation="relu",
+        batch_first=True,
+        norm_first=False,
+    )
+    network = AstraModel(
+        visual_dims=model.visual_dims,
+        clip_seconds=clips.clip_seconds,
+        audio_frames_per_second=clips.audio_frames_per_second,
+        mel_bins=clips.mel_bins,
+        audio_patch_frames=model.audio_patch_frames,
+        visual_augment=TemporalAugment(
+            sum(model.visual_dims), model.temporal_dropout_p, model.temporal_switch_p
+        ),
+        audio_augment=(
+            TemporalAugment(clips.mel_bins, model.temporal_dropout_p, model.temporal_switch_p)
+            if model.use_audio
+            else None
+        ),
+        visual_pffns=nn.ModuleList(
+            PointwiseFeedForward(dim, d_model, model.pffn_dropout) for dim in model.visual_dims
+        ),
+        audio_backbone=(
+            VGGishBackbone(
+                clips.mel_bins,
+                model.audio_patch_frames,
+                model.audio_conv_channels,
+                model.audio_hidden_dims,
+                d_model,
+            )
+            if model.use_audio
+            else None
+        ),
+        encodings=TokenEncodings(clips.clip_seconds, num_visual, num_audio_tokens, d_model),
+        encoder=HierarchicalEncoder(
+            d_model,
+            model.num_heads,
+            model.feedforward_multiplier * d_model,
+            model.transformer_dropout,
+            encoder_segments(model.encoder, model.encoder_layers),
+            num_visual_tokens=clips.clip_seconds * num_visual,
+            num_audio_tokens=num_audio_tokens,
+        ),
+        decoder=nn.TransformerDecoder(decoder_layer, model.decoder_layers),
+        # One query per output position; uniform [0, 1) initialisation, as the authors.
+        queries=nn.Parameter(torch.rand(clips.num_outputs, d_model)),
+        classification_head=ClassificationHead(d_model, num_outputs, model.head_dropout, sigmoid=True),
+        displacement_head=(
+            UncertaintyDisplacementHead(d_model, num_outputs, model.head_dropout)
+            if model.displacement_head == "uncertainty"
+            else ClassificationHead(d_model, num_outputs, model.head_dropout, sigmoid=False)
+        ),
+    )
+    # ModelConfig.vggish_weights (a path, "" for none) where the config defines it.
+    weights = getattr(model, "vggish_weights", "")
+    if weights and model.use_audio and load_pretrained:
+        load_vggish_weights(network, weights)
+    return network
+
+
+class AstraModel(nn.Module):
+    """The composed network; submodules come in as keyword arguments (see ``build_model``)."""
+
+    def __init__(
+        self,
+        *,
+        visual_dims: Sequence[int],
+        clip_seconds: int,
+        audio_frames_per_second: int,
+        mel_bins: int,
+        audio_patch_frames: int,
+        visual_augment: TemporalAugment,
+        audio_augment: TemporalAugment | None,
+        visual_pffns: nn.ModuleList,
+        audio_backbone: VGGishBackbone | None,
+        encodings: TokenEncodings,
+        encoder: HierarchicalEncoder,
+        decoder: nn.TransformerDecoder,
+        queries: nn.Parameter,
+        classification_head: ClassificationHead,
+        displacement_head: UncertaintyDisplacementHead | ClassificationHead,
+    ) -> None:
+        super().__init__()
+        self.visual_dims = tuple(visual_dims)
+        self.clip_seconds = clip_seconds
+        self.mel_bins = mel_bins
+        self.num_audio_frames = clip_seconds * audio_frames_per_second
+        self.audio_patch_frames = audio_patch_frames
+        # Registration order is the order of the parameter table of `astra summary`.
+        self.visual_pffns = visual_pffns
+        self.audio_backbone = audio_backbone
+        self.visual_augment = visual_augment
+        self.audio_augment = audio_augment
+        self.encodings = encodings
+        self.encoder = encoder
+        self.decoder = decoder
+        self.queries = queries
+        self.classification_head = classification_head
+        self.displacement_head = displacement_head
+
+    @property
+    def use_audio(self) -> bool:
+        return self.audio_backbone is not None
+
+    @property
+    def num_outputs(self) -> int:
+        """L_out: output positions per clip."""
+        return self.queries.shape[0]
+
+    def forward(self, features: torch.Tensor, audio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Both stages: ``preprocess_audio`` then ``forward_features``.
+
+        Args:
+            features: ``[B, T, sum(visual_dims)]`` visual features, one row per second.
+            audio: ``[B, mel_bins, T * 100]`` mel power, or None for a model without audio.
+
+        Returns:
+            ``class_scores`` ``[B, L_out, C+1]`` in (0, 1); ``displacement`` ``[B, L_out, C+1]``
+            (mean, in output frames); ``log_variance`` ``[B, L_out, C+1]`` with the uncertainty head.
+        """
+        log_mel = self.preprocess_audio(audio) if audio is not None else None
+        return self.forward_features(features, log_mel)
+
+    def preprocess_audio(self, audio_power: torch.Tensor) -> torch.Tensor:
+        """``[B, mel_bins, T * 100]`` mel power -> ``[B, mel_bins, T * 100]`` log-mel dB (no parameters)."""
+        self._check_audio(audio_power)
+        return log_mel_db(audio_power.float())
+
+    def forward_features(
+        self, features: torch.Tensor, log_mel: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Everything after the log-mel: augmentation (training only), embeddings, encoder, decoder, heads.
+
+        Args:
+            features: ``[B, T, sum(visual_dims)]``, mixed or not.
+            log_mel: ``[B, mel_bins, T * 100]`` from ``preprocess_audio`` (mixed or not), or None.
+        """
+        batch = self._check_features(features)
+        features = self.visual_augment(features)  # identity in eval mode
+        parts = features.split(self.visual_dims, dim=-1)  # E_v x [B, T, d_j]
+        visual = torch.stack([pffn(part) for pffn, part in zip(self.visual_pffns, parts, strict=True)], dim=2)
+        # visual: [B, T, E_v, d]
+        audio_tokens = None
+        if self.audio_backbone is not None:
+            if log_mel is None:
+                raise ValueError("this model uses audio: pass the mel spectrogram [B, mel_bins, T * 100]")
+            self._check_audio(log_mel)
+            steps = log_mel.transpose(1, 2)  # [B, frames, mel_bins]: a step is one 10-ms frame
+            if self.audio_augment is not None:
+                steps = self.audio_augment(steps)
+            num_patches = self.encodings.audio_temporal.shape[0]  # L_a = floor(T * 100 / 96)
+            patches = steps[:, : num_patches * self.audio_patch_frames].reshape(
+                batch * num_patches, 1, self.audio_patch_frames, self.mel_bins
+            )  # [B * L_a, 1, 96, mel_bins]: one batched CNN pass over all patches
+            audio_tokens = self.audio_backbone(patches).reshape(batch, num_patches, -1)  # [B, L_a, d]
+        elif log_mel is not None:
+            raise ValueError("this model was built without audio (model.use_audio: false) but got audio")
+        tokens = self.encodings(visual, audio_tokens)  # [B, T * E_v + L_a, d]
+        memory = self.encoder(tokens)  # [B, T * E_v + L_a, d]
+        queries = self.queries.expand(batch, -1, -1)  # [B, L_out, d]
+        decoded = self.decoder(queries, memory)  # [B, L_out, d]
+        outputs = {"class_scores": self.classification_head(decoded)}  # [B, L_out, C+1]
+        if isinstance(self.displacement_head, UncertaintyDisplacementHead):
+            outputs["displacement"], outputs["log_variance"] = self.displacement_head(decoded)
+        else:
+            outputs["displacement"] = self.displacement_head(decoded)
+        return outputs
+
+    def _check_features(self, features: torch.Tensor) -> int:
+        expected = (self.clip_seconds, sum(self.visual_dims))
+        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+            raise ValueError(
+                f"visual features must be [B, {expected[0]}, {expected[1]}], got {tuple(features.shape)}"
+            )
+        return features.shape[0]
+
+    def _check_audio(self, audio: torch.Tensor) -> None:
+        expected = (self.mel_bins, self.num_audio_frames)
+        if audio.dim() != 3 or tuple(audio.shape[1:]) != expected:
+            raise ValueError(f"audio must be [B, {expected[0]}, {expected[1]}], got {tuple(audio.shape)}")
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameter count per top-level module (the audio backbone split into convolutions and FC layers)."""
+    counts: dict[str, int] = {}
+    # Submodules in registration order, then the model's own parameters (the queries).
+    names = [name for name, _ in model.named_parameters() if "." in name]
+    names += [name for name, _ in model.named_parameters(recurse=False)]
+    parameters = dict(model.named_parameters())
+    for name in names:
+        parts = name.split(".")
+        group = ".".join(parts[:2]) if parts[0] == "audio_backbone" else parts[0]
+        counts[group] = counts.get(group, 0) + parameters[name].numel()
+    return counts
+
+
+def _check(model: ModelConfig, clips: ClipConfig) -> None:
+    if not model.visual_dims or min(model.visual_dims) < 1:
+        raise ValueError(f"model.visual_dims must list positive sizes, got {list(model.visual_dims)}")
+    if model.d_model % model.num_heads:
+        raise ValueError(f"model.d_model ({model.d_model}) must be a multiple of model.num_heads ({model.num_heads})")
+    if model.encoder_layers < 1 or model.decoder_layers < 1:
+        raise ValueError("model.encoder_layers and model.decoder_layers must be >= 1")
+    if clips.clip_seconds < 1 or clips.num_outputs < 1:
+        raise ValueError(f"clips must last >= 1 s with >= 1 output, got {clips.clip_seconds} s")

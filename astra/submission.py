@@ -1,0 +1,390 @@
+"""Predictions files: one ``results_spotting.json`` per game, and challenge submission zips.
+
+The format is the one the official evaluator reads
+(``SoccerNet.Evaluation.ActionSpotting.predictions2vector``; DATA_CONTRACT.md)::
+
+    {"UrlLocal": "<game>",
+     "predictions": [{"gameTime": "1 - 0:43", "label": "Kick-off", "position": "43000",
+                      "half": "1", "confidence": "0.9512"}, ...]}
+
+stored as ``<root>/<game>/results_spotting.json``; a challenge submission is a zip
+of that tree (entries ``<game>/results_spotting.json``). Reading keeps the official
+conventions: ``position`` and ``half`` go through ``int()``, ``confidence`` through
+``float()`` (strings or numbers), ``gameTime`` and ``UrlLocal`` are not used for
+scoring, labels outside the 17 classes are ignored (and counted), entries keep file
+order because a later entry on the same frame and class overwrites an earlier one.
+
+Where we are stricter than the official tool, which silently drops or misplaces
+such entries: a half other than 1 or 2, a negative position (numpy would index it
+from the end of the half) and a NaN or infinite confidence are errors naming the
+file and the entry.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from astra.classes import CLASS_INDEX, CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
+
+_orjson: ModuleType | None
+try:  # Optional: parses the prediction files about twice as fast as the json module.
+    import orjson as _orjson
+except ImportError:
+    _orjson = None
+
+RESULTS_FILENAME = "results_spotting.json"
+
+
+class SubmissionError(ValueError):
+    """A predictions file, folder or zip that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Spots:
+    """The predicted actions of one game, one entry per prediction, in file order.
+
+    Attributes:
+        half: ``[N]`` int8, 1 or 2.
+        position_ms: ``[N]`` int64, milliseconds from the start of the half, >= 0.
+        class_index: ``[N]`` int16, index into ``astra.classes.CLASSES``.
+        confidence: ``[N]`` float64. Float64 rather than float32 because the official
+            evaluator parses confidences as float64: float32 would merge nearby scores
+            and change which prediction wins a tie. A negative confidence is no prediction.
+        ignored: labels outside the 17 classes met when reading a file, with their counts.
+    """
+
+    half: np.ndarray
+    position_ms: np.ndarray
+    class_index: np.ndarray
+    confidence: np.ndarray
+    ignored: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        raw = {
+            name: np.asarray(getattr(self, name))
+            for name in ("half", "position_ms", "class_index", "confidence")
+        }
+        shapes = {name: array.shape for name, array in raw.items()}
+        if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) != 1:
+            raise SubmissionError(f"Spots arrays must be 1-D of one length, got shapes {shapes}")
+        # Check the values before the narrowing casts, which would wrap silently.
+        if not np.isin(raw["half"], (1, 2)).all():
+            raise SubmissionError(f"Spots.half must be 1 or 2, got {sorted(set(raw['half'].tolist()))}")
+        if len(raw["position_ms"]) and raw["position_ms"].min() < 0:
+            raise SubmissionError(f"Spots.position_ms must be >= 0, got {raw['position_ms'].min()}")
+        classes = raw["class_index"]
+        if len(classes) and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
+            raise SubmissionError(
+                f"Spots.class_index must lie in [0, {NUM_CLASSES}), got {classes.min()} to {classes.max()}"
+            )
+        object.__setattr__(self, "half", raw["half"].astype(np.int8, copy=False))
+        object.__setattr__(self, "position_ms", raw["position_ms"].astype(np.int64, copy=False))
+        object.__setattr__(self, "class_index", raw["class_index"].astype(np.int16, copy=False))
+        object.__setattr__(self, "confidence", raw["confidence"].astype(np.float64, copy=False))
+
+    def __len__(self) -> int:
+        return int(self.half.shape[0])
+
+    @classmethod
+    def from_frames(
+        cls,
+        half: int | np.ndarray,
+        frame: np.ndarray,
+        class_index: np.ndarray,
+        confidence: np.ndarray,
+        frames_per_second: float = FRAMES_PER_SECOND,
+    ) -> Spots:
+        """Spots from frame indices: ``position_ms = frame * 1000 // frames_per_second``.
+
+        ``half`` is one half for all entries or ``[N]``; ``frame``, ``class_index`` and
+        ``confidence`` are ``[N]``. At 2 frames per second the official evaluator maps each
+        position back to the same frame.
+        """
+        if not frames_per_second > 0:
+            raise SubmissionError(f"frames_per_second must be positive, got {frames_per_second!r}")
+        frame = np.asarray(frame, dtype=np.int64)
+        position_ms = np.floor_divide(frame * 1000, frames_per_second).astype(np.int64)
+        halves = np.broadcast_to(np.asarray(half, dtype=np.int8), frame.shape)
+        return cls(halves, position_ms, class_index, confidence)
+
+    @classmethod
+    def empty(cls) -> Spots:
+        """No predictions."""
+        return cls(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+
+    @classmethod
+    def concatenate(cls, parts: Iterable[Spots]) -> Spots:
+        """The entries of ``parts`` one after the other (later parts win ties on a frame and class)."""
+        parts = list(parts)
+        if not parts:
+            return cls.empty()
+        ignored: Counter[str] = Counter()
+        for part in parts:
+            ignored.update(part.ignored)
+        return cls(
+            np.concatenate([part.half for part in parts]),
+            np.concatenate([part.position_ms for part in parts]),
+            np.concatenate([part.class_index for part in parts]),
+            np.concatenate([part.confidence for part in parts]),
+            ignored,
+        )
+
+
+def write_results(path: str | Path, game: str, spots: Spots) -> None:
+    """Write one game's ``results_spotting.json`` at ``path``, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, _results_bytes(game, spots, source=str(path)))
+
+
+def read_results(path_or_bytes: str | Path | bytes, source: str | None = None) -> tuple[str | None, Spots]:
+    """Read one ``results_spotting.json``: ``(UrlLocal or None, Spots)``.
+
+    ``source`` names the file in error messages (defaults to the path). Raises
+    :class:`SubmissionError` on a missing file, invalid JSON, a missing key or a bad value.
+    """
+    if isinstance(path_or_bytes, bytes):
+        data = path_or_bytes
+        source = source or "<bytes>"
+    else:
+        source = source or str(path_or_bytes)
+        try:
+            data = Path(path_or_bytes).read_bytes()
+        except FileNotFoundError:
+            raise SubmissionError(f"{source}: predictions file not found") from None
+        except IsADirectoryError:
+            raise SubmissionError(f"{source}: is a folder, expected a {RESULTS_FILENAME}") from None
+    return parse_results(load_json(data, source, SubmissionError), source)
+
+
+def parse_results(document: Any, source: str) -> tuple[str | None, Spots]:
+    """Turn a parsed ``results_spotting.json`` document into ``(UrlLocal or None, Spots)``."""
+    if not isinstance(document, dict) or not isinstance(document.get("predictions"), list):
+        raise SubmissionError(f"{source}: expected an object with a 'predictions' list")
+    entries: list[Any] = document["predictions"]
+    game = document.get("UrlLocal")
+    try:
+        # Fast path: whole columns at once; any failure falls to the entry-by-entry check below.
+        labels = [CLASS_INDEX.get(entry["label"], -1) for entry in entries]
+        halves = np.array([entry["half"] for entry in entries], dtype=np.int64)
+        positions = np.array([entry["position"] for entry in entries], dtype=np.int64)
+        kept = [number for number, label in enumerate(labels) if label >= 0]
+        confidences = np.array([entries[number]["confidence"] for number in kept], dtype=np.float64)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        _raise_first_bad_entry(entries, source)
+        raise  # only reached if the check disagrees with the fast path
+    if len(entries) and not np.isin(halves, (1, 2)).all():
+        _raise_first_bad_entry(entries, source)
+    if len(entries) and positions.min() < 0:
+        _raise_first_bad_entry(entries, source)
+    if not np.isfinite(confidences).all():
+        _raise_first_bad_entry(entries, source)
+    ignored: Counter[str] = Counter(
+        str(entries[number]["label"]) for number, label in enumerate(labels) if label < 0
+    )
+    kept_index = np.asarray(kept, dtype=np.int64)
+    spots = Spots(
+        halves[kept_index],
+        positions[kept_index],
+        np.asarray(labels, dtype=np.int16)[kept_index],
+        confidences,
+        ignored,
+    )
+    return (game if isinstance(game, str) else None), spots
+
+
+def write_submission(
+    out_dir: str | Path, results: Mapping[str, Spots], zip_path: str | Path | None = None
+) -> list[Path]:
+    """Write ``<out_dir>/<game>/results_spotting.json`` per game and, if asked, the challenge zip.
+
+    The zip's entries are ``<game>/results_spotting.json``. Every file is written
+    atomically. Returns the paths of the written results files.
+    """
+    out_dir = Path(out_dir)
+    documents = {}
+    for game, spots in results.items():
+        name = _checked_game_name(game)
+        documents[name] = _results_bytes(name, spots, source=f"game {name!r}")
+    written = []
+    for name, data in documents.items():
+        path = out_dir / name / RESULTS_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, data)
+        written.append(path)
+    if zip_path is not None:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in documents.items():
+                archive.writestr(f"{name}/{RESULTS_FILENAME}", data)
+        Path(zip_path).parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(Path(zip_path), buffer.getvalue())
+    return written
+
+
+def open_predictions(dir_or_zip: str | Path) -> Mapping[str, Spots]:
+    """The predictions of a folder tree or a submission zip, by game (relative path, ``/``-separated).
+
+    Lazy: listing the games reads no predictions; each lookup reads that game's file.
+    """
+    path = Path(dir_or_zip)
+    if path.is_dir():
+        return _PredictionFiles(path, _games_in_folder(path), is_zip=False)
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise SubmissionError(f"{path}: expected a folder of predictions or a zip, got another file")
+        with zipfile.ZipFile(path) as archive:
+            entries = {
+                str(PurePosixPath(name).parent): name
+                for name in archive.namelist()
+                if PurePosixPath(name).name == RESULTS_FILENAME and PurePosixPath(name).parent.parts
+            }
+        return _PredictionFiles(path, entries, is_zip=True)
+    raise SubmissionError(f"{path}: predictions folder or zip not found")
+
+
+def load_json(data: bytes, source: str, error: type[ValueError] = SubmissionError) -> Any:
+    """Parse JSON bytes (orjson when installed, else the json module); ``error`` names ``source``."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass  # The json module accepts a little more (NaN, huge integers, other encodings).
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"{source}: not valid JSON ({problem})") from None
+
+
+class _PredictionFiles(Mapping[str, Spots]):
+    """Game -> Spots over a folder (value: file path) or a zip (value: entry name)."""
+
+    def __init__(self, root: Path, locations: dict[str, Any], is_zip: bool) -> None:
+        self._root = root
+        self._locations = locations
+        self._is_zip = is_zip
+
+    def __getitem__(self, game: str) -> Spots:
+        location = self._locations[game]
+        if not self._is_zip:
+            return read_results(location)[1]
+        with zipfile.ZipFile(self._root) as archive:
+            data = archive.read(location)
+        return read_results(data, source=f"{self._root}:{location}")[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._locations)
+
+    def __len__(self) -> int:
+        return len(self._locations)
+
+    def __repr__(self) -> str:
+        return f"<predictions of {len(self)} games in {self._root}>"
+
+
+def _games_in_folder(root: Path) -> dict[str, Path]:
+    games = {}
+    for folder, _, files in os.walk(root):
+        if RESULTS_FILENAME in files and folder != str(root):
+            games[Path(folder).relative_to(root).as_posix()] = Path(folder) / RESULTS_FILENAME
+    return dict(sorted(games.items()))
+
+
+def _results_bytes(game: str, spots: Spots, source: str) -> bytes:
+    if not np.isfinite(spots.confidence).all():
+        raise SubmissionError(f"{source}: confidences must be finite numbers, got NaN or infinity")
+    seconds = (spots.position_ms // 1000).tolist()
+    predictions = [
+        {
+            "gameTime": f"{half} - {second // 60}:{second % 60:02d}",
+            "label": CLASSES[class_index],
+            "position": str(position),
+            "half": str(half),
+            # repr is the shortest string that reads back as the same float64.
+            "confidence": repr(confidence),
+        }
+        for half, second, position, class_index, confidence in zip(
+            spots.half.tolist(),
+            seconds,
+            spots.position_ms.tolist(),
+            spots.class_index.tolist(),
+            spots.confidence.tolist(),
+            strict=True,
+        )
+    ]
+    return json.dumps({"UrlLocal": game, "predictions": predictions}, indent=1).encode("utf-8")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _checked_game_name(game: str) -> str:
+    """``game`` as a clean relative path; trailing slashes (as in labels' UrlLocal) are dropped."""
+    if not isinstance(game, str) or not game.strip("/"):
+        raise SubmissionError(f"game name must be a non-empty relative path, got {game!r}")
+    name = PurePosixPath(game)
+    if name.is_absolute() or "\\" in game or any(part in (".", "..") for part in game.split("/")):
+        raise SubmissionError(f"game name must be a relative path without '.' or '..' parts, got {game!r}")
+    return str(name)
+
+
+def _raise_first_bad_entry(entries: list[Any], source: str) -> None:
+    for number, entry in enumerate(entries):
+        where = f"{source}: prediction {number}"
+        if not isinstance(entry, dict):
+            raise SubmissionError(f"{where}: expected an object, got {entry!r}")
+        for key in ("label", "half", "position"):
+            if key not in entry:
+                raise SubmissionError(f"{where}: missing key {key!r}")
+        label = entry["label"]
+        try:
+            hash(label)
+        except TypeError:
+            raise SubmissionError(f"{where}: label {label!r} is not a string") from None
+        half = _as_int(entry["half"], f"{where}: half")
+        if half not in (1, 2):
+            raise SubmissionError(f"{where}: unknown half {entry['half']!r}; games have halves 1 and 2")
+        position_ms = _as_int(entry["position"], f"{where}: position")
+        if position_ms < 0:
+            raise SubmissionError(f"{where}: negative position {entry['position']!r} ms")
+        if label in CLASS_INDEX:
+            if "confidence" not in entry:
+                raise SubmissionError(f"{where}: missing key 'confidence'")
+            try:
+                confidence = float(entry["confidence"])
+            except (TypeError, ValueError):
+                bad = entry["confidence"]
+                raise SubmissionError(f"{where}: confidence {bad!r} is not a number") from None
+            if not math.isfinite(confidence):
+                raise SubmissionError(f"{where}: confidence {entry['confidence']!r} is not a finite number")
+
+
+def _as_int(value: Any, what: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise SubmissionError(f"{what} {value!r} is not a whole number") from None
+    if not -(2**63) <= number < 2**63:
+        raise SubmissionError(f"{what} {value!r} is out of range")
+    return number
