@@ -17,6 +17,8 @@ Fixtures:
   (for tests that damage files); returns a :class:`TinyDataset`.
 - ``make_game(root, game)``: writes one :class:`TinyGame` (labels, features, audio);
   the quickest way to build a special case.
+- ``tiny_games``: the :class:`TinyGame` records of the dataset, to vary with
+  ``dataclasses.replace`` (e.g. shorter halves, ``labels=()``, ``audio_frames=None``).
 """
 
 from __future__ import annotations

@@ -47,8 +47,9 @@ def training_clip_starts(
     phases, every window of the grid is seen once, and every second of the half is covered.
 
     Give either ``phase`` (validation: 0) or ``rng`` (training: a uniform phase drawn per
-    call, so per half and per epoch). A half no longer than one clip has the single window
-    at 0 in every phase, so that no phase leaves it out.
+    call, so per half and per epoch). A half too short to have a window in phase ``q``
+    (one no longer than a clip, for instance) gets the window at 0 instead, so that every
+    half gives at least one clip per epoch.
     """
     _check_positive(num_seconds=num_seconds, clip_seconds=clip_seconds, stride_seconds=stride_seconds)
     if clip_seconds % stride_seconds != 0:
@@ -65,9 +66,8 @@ def training_clip_starts(
     elif not 0 <= phase < num_phases:
         raise ValueError(f"phase must be in 0..{num_phases - 1}, got {phase}")
     num_windows = 1 + max(0, -(-(num_seconds - clip_seconds) // stride_seconds))
-    if num_windows == 1:
-        return np.zeros(1, dtype=np.int64)
-    return np.arange(phase, num_windows, num_phases, dtype=np.int64) * stride_seconds
+    starts = np.arange(phase, num_windows, num_phases, dtype=np.int64) * stride_seconds
+    return starts if starts.size else np.zeros(1, dtype=np.int64)
 
 
 def inference_window_starts(

@@ -255,6 +255,13 @@ def test_training_phases_split_the_stride_grid() -> None:
     assert len(set(np.concatenate(three).tolist())) == sum(len(s) for s in three)
 
 
+@pytest.mark.parametrize("num_seconds", [1, 60, 61, 80, 81, 100, 101])
+def test_every_phase_gives_a_short_half_at_least_one_clip(num_seconds: int) -> None:
+    for phase in (0, 1, 2):
+        starts = training_clip_starts(num_seconds, 60, 20, phase=phase)
+        assert len(starts) >= 1 and (starts < num_seconds).all() and (np.diff(starts) >= 60).all()
+
+
 def test_random_phase_picks_one_of_the_fixed_phases() -> None:
     rng = np.random.default_rng(0)
     fixed = [training_clip_starts(2_700, phase=phase).tolist() for phase in (0, 1)]
