@@ -17,6 +17,7 @@ from astra.classes import FRAMES_PER_SECOND
 from astra.config import ClipConfig, InferenceConfig
 from astra.data.clips import inference_window_starts, slice_clips
 from astra.data.dataset import Half
+from astra.data.labels import Annotations
 from astra.postprocess.aggregation import aggregate_windows
 from astra.postprocess.nms import Detections, hard_nms, soft_nms
 
@@ -42,7 +43,9 @@ def predict_half(
 
     The model must be in eval mode. Windows are processed ``batch_size`` at a time.
     """
-    starts = inference_window_starts(half.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds))
+    starts = inference_window_starts(
+        half.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds)
+    )
     class_scores: list[np.ndarray] = []
     displacement: list[np.ndarray] = []
     for first in range(0, len(starts), batch_size):
@@ -67,9 +70,13 @@ def predict_half(
 def detect(per_position: np.ndarray, inference: InferenceConfig) -> Detections:
     """Soft-NMS (or hard NMS) with the per-class windows of ``inference``."""
     if inference.nms == "soft":
-        return soft_nms(per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold)
+        return soft_nms(
+            per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold
+        )
     if inference.nms == "hard":
-        return hard_nms(per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold)
+        return hard_nms(
+            per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold
+        )
     raise ValueError(f"inference.nms: unknown NMS {inference.nms!r}")
 
 
@@ -86,6 +93,17 @@ def group_by_game(halves: Iterable[Half]) -> dict[str, list[Half]]:
     for half in halves:
         games.setdefault(half.game, []).append(half)
     return games
+
+
+def game_annotations(halves: Sequence[Half]) -> Annotations:
+    """The annotations of a whole game from its halves (each ``Half`` holds its own half's)."""
+    parts = [h.annotations for h in halves]
+    return Annotations(
+        half=np.concatenate([a.half for a in parts]),
+        position_ms=np.concatenate([a.position_ms for a in parts]),
+        class_index=np.concatenate([a.class_index for a in parts]),
+        visible=np.concatenate([a.visible for a in parts]),
+    )
 
 
 def windows_of(halves: Sequence[Half], clips: ClipConfig) -> int:

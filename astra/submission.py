@@ -31,6 +31,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
@@ -46,6 +47,7 @@ except ImportError:
     _orjson = None
 
 RESULTS_FILENAME = "results_spotting.json"
+_HALVES: dict[Any, int] = {"1": 1, "2": 2, 1: 1, 2: 2}
 
 
 class SubmissionError(ValueError):
@@ -175,34 +177,15 @@ def parse_results(document: Any, source: str) -> tuple[str | None, Spots]:
     if not isinstance(document, dict) or not isinstance(document.get("predictions"), list):
         raise SubmissionError(f"{source}: expected an object with a 'predictions' list")
     entries: list[Any] = document["predictions"]
-    game = document.get("UrlLocal")
     try:
-        # Fast path: whole columns at once; any failure falls to the entry-by-entry check below.
-        labels = [CLASS_INDEX.get(entry["label"], -1) for entry in entries]
-        halves = np.array([entry["half"] for entry in entries], dtype=np.int64)
-        positions = np.array([entry["position"] for entry in entries], dtype=np.int64)
-        kept = [number for number, label in enumerate(labels) if label >= 0]
-        confidences = np.array([entries[number]["confidence"] for number in kept], dtype=np.float64)
+        spots = _spots_by_columns(entries)
     except (KeyError, TypeError, ValueError, OverflowError):
-        _raise_first_bad_entry(entries, source)
-        raise  # only reached if the check disagrees with the fast path
-    if len(entries) and not np.isin(halves, (1, 2)).all():
-        _raise_first_bad_entry(entries, source)
-    if len(entries) and positions.min() < 0:
-        _raise_first_bad_entry(entries, source)
-    if not np.isfinite(confidences).all():
-        _raise_first_bad_entry(entries, source)
-    ignored: Counter[str] = Counter(
-        str(entries[number]["label"]) for number, label in enumerate(labels) if label < 0
-    )
-    kept_index = np.asarray(kept, dtype=np.int64)
-    spots = Spots(
-        halves[kept_index],
-        positions[kept_index],
-        np.asarray(labels, dtype=np.int16)[kept_index],
-        confidences,
-        ignored,
-    )
+        spots = None
+    if spots is None:
+        # Something is off: go entry by entry, to name the first bad one (or to accept
+        # what the official tool accepts, such as an ignored label without a confidence).
+        spots = _spots_by_entries(entries, source)
+    game = document.get("UrlLocal")
     return (game if isinstance(game, str) else None), spots
 
 
@@ -285,6 +268,9 @@ class _PredictionFiles(Mapping[str, Spots]):
             data = archive.read(location)
         return read_results(data, source=f"{self._root}:{location}")[1]
 
+    def __contains__(self, game: object) -> bool:
+        return game in self._locations  # without reading the file, unlike Mapping's default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._locations)
 
@@ -325,7 +311,9 @@ def _results_bytes(game: str, spots: Spots, source: str) -> bytes:
             strict=True,
         )
     ]
-    return json.dumps({"UrlLocal": game, "predictions": predictions}, indent=1).encode("utf-8")
+    # Compact separators: the files are for programs, and smaller files parse faster.
+    document = {"UrlLocal": game, "predictions": predictions}
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -349,17 +337,47 @@ def _checked_game_name(game: str) -> str:
     return str(name)
 
 
-def _raise_first_bad_entry(entries: list[Any], source: str) -> None:
+def _spots_by_columns(entries: list[Any]) -> Spots | None:
+    """Whole columns at once (the common case, fast); None when a value needs a closer look.
+
+    ``int()`` and ``float()`` semantics as the official tool: numpy applies them per
+    element when it builds an integer or float array from strings.
+    """
+    if not entries:
+        return Spots.empty()
+    # One list comprehension per column is faster than any transposition of the entries.
+    labels = [entry["label"] for entry in entries]
+    count = len(labels)
+    class_index = np.fromiter(map(CLASS_INDEX.get, labels, repeat(-1)), dtype=np.int16, count=count)
+    # Any other spelling of a half (None here) sends the file to the entry-by-entry reading.
+    half = np.fromiter(map(_HALVES.get, [entry["half"] for entry in entries]), dtype=np.int8, count=count)
+    position_ms = np.array([entry["position"] for entry in entries], dtype=np.int64)
+    confidence = np.array([entry["confidence"] for entry in entries], dtype=np.float64)
+    kept = class_index >= 0
+    if position_ms.min() < 0 or not np.isfinite(confidence[kept]).all():
+        return None
+    ignored: Counter[str] = Counter()
+    if not kept.all():
+        ignored.update(str(label) for label in labels if label not in CLASS_INDEX)
+    return Spots(half[kept], position_ms[kept], class_index[kept], confidence[kept], ignored)
+
+
+def _spots_by_entries(entries: list[Any], source: str) -> Spots:
+    """Entry by entry, raising :class:`SubmissionError` on the first bad one."""
+    halves, positions, classes, confidences = [], [], [], []
+    ignored: Counter[str] = Counter()
     for number, entry in enumerate(entries):
         where = f"{source}: prediction {number}"
         if not isinstance(entry, dict):
             raise SubmissionError(f"{where}: expected an object, got {entry!r}")
+        # The official tool reads label, half and position of every entry, and the
+        # confidence of entries with one of the 17 labels only.
         for key in ("label", "half", "position"):
             if key not in entry:
                 raise SubmissionError(f"{where}: missing key {key!r}")
         label = entry["label"]
         try:
-            hash(label)
+            class_index = CLASS_INDEX.get(label, -1)
         except TypeError:
             raise SubmissionError(f"{where}: label {label!r} is not a string") from None
         half = _as_int(entry["half"], f"{where}: half")
@@ -368,16 +386,29 @@ def _raise_first_bad_entry(entries: list[Any], source: str) -> None:
         position_ms = _as_int(entry["position"], f"{where}: position")
         if position_ms < 0:
             raise SubmissionError(f"{where}: negative position {entry['position']!r} ms")
-        if label in CLASS_INDEX:
-            if "confidence" not in entry:
-                raise SubmissionError(f"{where}: missing key 'confidence'")
-            try:
-                confidence = float(entry["confidence"])
-            except (TypeError, ValueError):
-                bad = entry["confidence"]
-                raise SubmissionError(f"{where}: confidence {bad!r} is not a number") from None
-            if not math.isfinite(confidence):
-                raise SubmissionError(f"{where}: confidence {entry['confidence']!r} is not a finite number")
+        if class_index < 0:
+            ignored[str(label)] += 1
+            continue
+        if "confidence" not in entry:
+            raise SubmissionError(f"{where}: missing key 'confidence'")
+        try:
+            confidence = float(entry["confidence"])
+        except (TypeError, ValueError):
+            bad = entry["confidence"]
+            raise SubmissionError(f"{where}: confidence {bad!r} is not a number") from None
+        if not math.isfinite(confidence):
+            raise SubmissionError(f"{where}: confidence {entry['confidence']!r} is not a finite number")
+        halves.append(half)
+        positions.append(position_ms)
+        classes.append(class_index)
+        confidences.append(confidence)
+    return Spots(
+        np.asarray(halves, dtype=np.int64),
+        np.asarray(positions, dtype=np.int64),
+        np.asarray(classes, dtype=np.int64),
+        np.asarray(confidences, dtype=np.float64),
+        ignored,
+    )
 
 
 def _as_int(value: Any, what: str) -> int:

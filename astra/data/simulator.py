@@ -64,13 +64,7 @@ class SimulatorConfig:
     half_minutes: float = 8.0  # shortest half; real halves are 45-50 min, which a CPU cannot train on
     half_spread_seconds: float = 60.0  # each half is longer by U(0, this): halves differ, like stoppage time
     audio_offset_seconds: float = 4.0  # audio length = visual length +/- U(1, this) s, as in the real files
-    feature_dims: tuple[int, ...] = (
-        64,
-        64,
-        32,
-        64,
-        64,
-    )  # the 5 Baidu backbones (2048, 2048, 384, ...) shrunk
+    feature_dims: tuple[int, ...] = (64, 64, 32, 64, 64)  # the 5 Baidu backbones, shrunk for CPUs
     seed: int = 0  # every random draw derives from it
     write_audio: bool = True  # audio is 51.2 kB per second: 97% of the disk use
     # Long tail (Table 1 of the paper).
@@ -78,13 +72,11 @@ class SimulatorConfig:
     class_tempering: float = 0.5  # class rate ~ count**this: 1 = Table 1, 0 = uniform; see docs
     min_events_per_split: int = 3  # floor per class and split: a class absent from test caps its mAP
     # Game flow, labels, visibility.
-    game_flow: bool = (
-        True  # follow-ups (out -> throw-in, foul -> free kick, goal -> kick-off); off: independent
-    )
+    game_flow: bool = True  # out -> throw-in, foul -> free kick, goal -> kick-off; off: independent
     not_shown_scale: float = 1.0  # multiplies each class's not-shown share (Figure 3), capped at 0.95
     label_jitter_scale: float = 1.0  # multiplies each class's annotation spread (noisy labels)
     # Visual evidence.
-    signal_strength: float = 1.0  # class signature amplitude, in units of the per-dimension noise
+    signal_strength: float = 1.25  # signature amplitude in noise units; linear probe: tight a-mAP ~0.3
     backbone_spread: float = 0.6  # log-normal sigma of a class's strength across the 5 backbones
     not_shown_visual_strength: float = 0.3  # a not-shown event keeps U(0, this) of its signature
     background_correlation_seconds: float = 20.0  # time constant of the slowly varying background
@@ -136,8 +128,11 @@ class SimulationSummary:
         return "\n".join(lines)
 
 
-def simulate(out_dir: str | Path, config: SimulatorConfig, progress: bool = True) -> SimulationSummary:
-    """Write a complete synthetic dataset under ``out_dir`` (which must be empty or absent).
+def simulate(
+    out_dir: str | Path, config: SimulatorConfig, progress: bool = True, overwrite: bool = False
+) -> SimulationSummary:
+    """Write a complete synthetic dataset under ``out_dir``, which must be empty or absent
+    unless ``overwrite`` (then our files replace theirs and other files stay).
 
     Layout: ``<out>/<league>/<season>/<game>/`` with ``Labels-v2.json`` (not for
     challenge games: theirs go to ``<out>/challenge_labels/<game>/``),
@@ -148,8 +143,7 @@ def simulate(out_dir: str | Path, config: SimulatorConfig, progress: bool = True
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SimulatorError(f"{out_dir}: exists and is not a folder")
+    ensure_empty_output(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     bank = _signature_bank(config)
     games = _plan_games(config)
@@ -183,7 +177,7 @@ def class_rates_per_minute(config: SimulatorConfig) -> np.ndarray:
     Table 1 of the paper tempered by ``class_tempering``: rate_c ~ count_c ** t,
     scaled so that the classes together make ``events_per_minute``. At t = 1
     Yellow->red cards come once per ~17 hours of play; our default dataset has
-    ~1.6 hours in its test split, so a faithful tail would leave the rarest
+    ~1.7 hours in its test split, so a faithful tail would leave the rarest
     classes out of it and cap the Average-mAP (an absent class scores 0). The
     default t = 0.5 keeps the order of Table 1 and a 26:1 head-to-tail ratio
     (690:1 in Table 1); ``min_events_per_split`` then guarantees presence.
@@ -205,6 +199,22 @@ def split_sizes(num_games: int, fractions: Sequence[float]) -> list[int]:
         remainders = [w - s if f > 0 else -math.inf for f, w, s in zip(fractions, wanted, sizes, strict=True)]
         sizes[int(np.argmax(remainders))] += 1
     return sizes
+
+
+def not_shown_shares(config: SimulatorConfig) -> np.ndarray:
+    """``[17]`` probability that a label of each class is "not shown".
+
+    Approximately Figure 3 of the paper (kick-offs, clearances and indirect free-kicks are
+    often not shown; goals and cards rarely), times ``not_shown_scale``, capped at 0.95.
+    """
+    shares = np.array([_TRAITS[name].not_shown_share for name in CLASSES])
+    return np.minimum(shares * config.not_shown_scale, 0.95)
+
+
+def label_jitter_seconds(config: SimulatorConfig) -> np.ndarray:
+    """``[17]`` spread (std, seconds) of label time - true time for visible events; twice that
+    for not-shown ones, whose instant the annotator must guess. Cut at 3 std."""
+    return np.array([_TRAITS[name].jitter_seconds for name in CLASSES]) * config.label_jitter_scale
 
 
 # --- Per-class facts ----------------------------------------------------------------------------
@@ -363,13 +373,18 @@ _FOLLOW_UPS: dict[int, tuple[tuple[_FollowUp, ...], ...]] = {
     _GOAL: ((_f("Kick-off", 1.0, 45, 90, "other"),),),
 }
 
-# Injected when a split lacks a class: the class in its usual context (a card after a foul).
-_FORCED_PARENT: dict[int, int] = {
+# Children that only ever follow this parent (no throw-in without the ball going out first, no card
+# without a foul): their whole rate comes through the parent, whatever the tempering. A split that
+# lacks one gets it injected in this context. A penalty's goal is the one other way to score.
+_ONLY_AFTER: dict[int, int] = {
     **dict.fromkeys(_CARDS, _FOUL),
     _PENALTY: _FOUL,
     _THROW_IN: _OUT,
     _CORNER: _OUT,
+    _GOAL: CLASS_INDEX["Shots on target"],
 }
+# Most of one outcome group that a parent may use: some balls out end in a goal kick (no label).
+_MAX_FOLLOW_UP_SHARE = 0.9
 
 _SUBSTITUTIONS_PER_EPISODE = 1.3  # a second change follows the first in 30% of the stoppages
 _SECOND_HALF_SUBSTITUTION_SHARE = 0.8  # most changes come after half-time
@@ -409,7 +424,7 @@ class _HalfPlan:
     seconds: int  # feature rows
     audio_frames: int
     events: list[_Event] = field(default_factory=list)
-    # Unlabelled visual evidence: (time s, class, strength factor).
+    # Signatures to draw: (true time s, class, strength factor) of events, replays and near misses.
     marks: list[tuple[float, int, float]] = field(default_factory=list)
     replay_spans: list[tuple[float, float]] = field(default_factory=list)  # (start s, end s)
     whistles: list[tuple[float, float, float, float]] = field(default_factory=list)  # time, s, bin, dB
@@ -458,12 +473,16 @@ def _plan_games(config: SimulatorConfig) -> list[_GamePlan]:
 def _standalone_rates_and_follow_ups(
     config: SimulatorConfig,
 ) -> tuple[np.ndarray, dict[int, tuple[tuple[_FollowUp, ...], ...]]]:
-    """Rates of events that start an episode, and follow-up probabilities, so that the marginals
-    match :func:`class_rates_per_minute`.
+    """Rates of events that start an episode, and follow-up probabilities, so that each class's
+    marginal rate matches :func:`class_rates_per_minute`.
 
-    Each class's rate is r_c = s_c + sum over parents r_p * p(p -> c). Follow-up probabilities
-    are the game's rules as observed in Table 1; where tempering leaves a child rarer than its
-    parents make it, they are scaled down (then s_c = 0); the rest of each rate starts on its own.
+    A class's rate is r_c = s_c + sum over parents r_p * p(p -> c), with s_c its standalone rate.
+    Follow-up probabilities start as the game's rules observed in Table 1. Tempering changes the
+    class ratios, so: a child in ``_ONLY_AFTER`` gets s_c = 0 and its parent's probability is
+    solved for; where a parent's outcome group would then exceed ``_MAX_FOLLOW_UP_SHARE``, the
+    parent's own rate is raised (more balls out of play, so that every throw-in has one);
+    other children whose parents already make too many are scaled down; the rest of each rate
+    starts on its own.
     """
     rates = class_rates_per_minute(config)
     if not config.game_flow:
@@ -471,27 +490,70 @@ def _standalone_rates_and_follow_ups(
         standalone = rates.copy()
         standalone[_KICK_OFF] = rates[_GOAL]
         return standalone, {}
+    table = {
+        (parent, g, i): f
+        for parent, groups in _FOLLOW_UPS.items()
+        for g, group in enumerate(groups)
+        for i, f in enumerate(group)
+    }
+    tied = {key for key, f in table.items() if _ONLY_AFTER.get(f.child) == key[0]}
+    # A second round settles it: raising a parent changes no other parent's needs.
+    for _ in range(3):
+        probability = {key: f.probability for key, f in table.items()}
+        for key in tied:
+            child, parent = table[key].child, key[0]
+            from_others = sum(
+                rates[k[0]] * f.probability for k, f in table.items() if f.child == child and k not in tied
+            )
+            probability[key] = max(rates[child] - from_others, 0.0) / max(rates[parent], 1e-12)
+        caps = {
+            (parent, g): max(_MAX_FOLLOW_UP_SHARE, sum(f.probability for f in group))
+            for parent, groups in _FOLLOW_UPS.items()
+            for g, group in enumerate(groups)
+        }
+        needed = {
+            group: sum(p for k, p in probability.items() if k[:2] == group and k in tied) for group in caps
+        }
+        factors = {
+            parent: max(needed[group] / cap for group, cap in caps.items() if group[0] == parent)
+            for parent in _FOLLOW_UPS
+        }
+        if all(factor <= 1 + 1e-9 for factor in factors.values()):
+            break
+        for parent, factor in factors.items():
+            # The parent must happen more often than its target for its tied children to fit.
+            rates[parent] *= max(factor, 1.0)
+    for group, cap in caps.items():
+        # Untied children share what the tied ones leave of the group.
+        untied = [k for k in probability if k[:2] == group and k not in tied]
+        wanted = sum(probability[k] for k in untied)
+        free = max(cap - needed[group], 0.0)
+        if wanted > free:
+            for k in untied:
+                probability[k] *= free / wanted
     derived = np.zeros(NUM_CLASSES)
-    for parent, groups in _FOLLOW_UPS.items():
-        for group in groups:
-            for follow_up in group:
-                derived[follow_up.child] += rates[parent] * follow_up.probability
+    for key, p in probability.items():
+        derived[table[key].child] += rates[key[0]] * p
     scale = np.ones(NUM_CLASSES)
-    targeted = derived > rates
-    targeted[_KICK_OFF] = False  # kick-offs are not targeted: every goal has one
-    scale[targeted] = rates[targeted] / derived[targeted]
+    too_many = derived > rates * (1 + 1e-9)
+    too_many[_KICK_OFF] = False  # kick-offs are not a target: every goal has one
+    scale[too_many] = rates[too_many] / derived[too_many]
     follow_ups = {
         parent: tuple(
             tuple(
-                _FollowUp(f.child, f.probability * float(scale[f.child]), f.delay_seconds, f.team)
-                for f in group
+                _FollowUp(
+                    f.child, probability[(parent, g, i)] * float(scale[f.child]), f.delay_seconds, f.team
+                )
+                for i, f in enumerate(group)
             )
-            for group in groups
+            for g, group in enumerate(groups)
         )
         for parent, groups in _FOLLOW_UPS.items()
     }
     standalone = np.maximum(rates - derived * scale, 0.0)
     standalone[_KICK_OFF] = 0.0
+    for child in _ONLY_AFTER:
+        standalone[child] = 0.0
     return standalone, follow_ups
 
 
@@ -611,7 +673,7 @@ def _inject(
     class_index: int,
     follow_ups: dict[int, tuple[tuple[_FollowUp, ...], ...]],
 ) -> None:
-    parent = _FORCED_PARENT.get(class_index) if follow_ups else None
+    parent = _ONLY_AFTER.get(class_index) if follow_ups else None
     if parent is None:
         event = _Event(rng.uniform(5.0, half.seconds - 2.0), class_index, _random_team(rng))
         _expand(rng, event, half, follow_ups, 0)
@@ -630,12 +692,14 @@ def _inject(
 def _annotate_half(rng: np.random.Generator, half: _HalfPlan, config: SimulatorConfig) -> None:
     """Visibility, label jitter, replays, near misses and audio cues of one half."""
     rates = class_rates_per_minute(config)
+    not_shown = not_shown_shares(config)
+    jitter_seconds = label_jitter_seconds(config)
     for event in half.events:
         traits = _TRAITS[CLASSES[event.class_index]]
-        event.visible = rng.random() >= min(0.95, traits.not_shown_share * config.not_shown_scale)
-        # Annotators guess harder when the action is off screen: twice the spread.
-        spread = traits.jitter_seconds * config.label_jitter_scale * (1.0 if event.visible else 2.0)
-        jitter = float(np.clip(rng.normal(0.0, spread), -3 * spread, 3 * spread)) if spread > 0 else 0.0
+        event.visible = rng.random() >= not_shown[event.class_index]
+        spread = jitter_seconds[event.class_index] * (1.0 if event.visible else 2.0)
+        # Drawn even at zero spread, so that the jitter knob changes nothing else.
+        jitter = spread * float(np.clip(rng.standard_normal(), -3.0, 3.0))
         label_seconds = min(max(event.time_seconds + jitter, 0.0), half.seconds - 0.001)
         event.label_ms = round(1000 * label_seconds)
         strength = 1.0 if event.visible else rng.uniform(0.0, config.not_shown_visual_strength)
@@ -1030,6 +1094,8 @@ def _check_config(config: SimulatorConfig) -> None:
         )
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise SimulatorError(f"split_fractions {fractions!r}: they sum to {sum(fractions):g}, expected 1")
+    if not (isinstance(config.seed, int) and config.seed >= 0):
+        raise SimulatorError(f"seed {config.seed!r}: expected a whole number >= 0")
     used = sum(f > 0 for f in fractions)
     if config.num_games < used:
         raise SimulatorError(

@@ -278,41 +278,51 @@ def _frames(position_ms: np.ndarray) -> np.ndarray:
 
 def _last_of_each_key(keys: np.ndarray) -> np.ndarray:
     """Indices of the last occurrence of every distinct key, in key order (a later entry wins)."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    last = np.ones(len(keys), dtype=bool)
+    count = len(keys)
+    if count == 0 or int(keys.max()) >= 2**62 // count:
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+    else:
+        # Sorting key * count + index (all distinct) is a stable sort by key, and np.sort
+        # of int64 is several times faster than a stable argsort.
+        composite = np.sort(keys * count + np.arange(count, dtype=np.int64))
+        sorted_keys = composite // count
+        order = composite - sorted_keys * count
+    last = np.ones(count, dtype=bool)
     last[:-1] = sorted_keys[1:] != sorted_keys[:-1]
     return order[last]
 
 
 def _event_keys(annotations: Sequence[Annotations], stride: int) -> _Events:
-    key_parts = []
-    value_parts = []
-    for game_number, game in enumerate(annotations):
-        segment = 2 * game_number + game.half.astype(np.int64) - 1
-        block = segment * NUM_CLASSES + game.class_index.astype(np.int64)
-        key_parts.append(block * stride + _frames(game.position_ms))
-        value_parts.append(np.where(game.visible, 1, -1).astype(np.int8))
-    keys = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
-    values = np.concatenate(value_parts) if value_parts else np.zeros(0, np.int8)
+    """Sorted keys ``[G]`` and values of the events after the official overwrite."""
+    keys = _keys(annotations, stride)
+    values = np.where(_joined(annotations, "visible", bool), 1, -1).astype(np.int8)
     kept = _last_of_each_key(keys)
     return _Events(keys[kept], values[kept])
 
 
 def _prediction_keys_from_spots(spots: Sequence[Spots], stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted keys ``[P]`` and scores ``[P]`` of the predictions (entries >= 0 after overwrites)."""
-    key_parts = []
-    for game_number, game in enumerate(spots):
-        segment = 2 * game_number + game.half.astype(np.int64) - 1
-        block = segment * NUM_CLASSES + game.class_index.astype(np.int64)
-        key_parts.append(block * stride + _frames(game.position_ms))
-    keys = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
-    scores = np.concatenate([game.confidence for game in spots]) if spots else np.zeros(0)
+    keys = _keys(spots, stride)
+    scores = _joined(spots, "confidence", np.float64)
     kept = _last_of_each_key(keys)
     keys, scores = keys[kept], scores[kept]
     # Official: predictions are the entries >= 0 (so NaN is none either).
     is_prediction = scores >= 0
     return keys[is_prediction], scores[is_prediction]
+
+
+def _keys(games: Sequence[Annotations] | Sequence[Spots], stride: int) -> np.ndarray:
+    """``[N]`` key of every entry of every game, games in order, entries in file order."""
+    game_number = np.repeat(np.arange(len(games), dtype=np.int64), [len(game) for game in games])
+    segment = 2 * game_number + _joined(games, "half", np.int64) - 1
+    block = segment * NUM_CLASSES + _joined(games, "class_index", np.int64)
+    return block * stride + _frames(_joined(games, "position_ms", np.int64))
+
+
+def _joined(games: Sequence[Annotations] | Sequence[Spots], name: str, dtype: type) -> np.ndarray:
+    arrays = [getattr(game, name) for game in games]
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
 
 
 def _dense_keys(array: np.ndarray, segment: int, stride: int, game: str) -> tuple[np.ndarray, np.ndarray]:
@@ -350,18 +360,17 @@ def _score(
     unshown = closest < 0
     # Threshold bin of each score: the number of thresholds <= score, so that
     # "score >= thresholds[i]" is "bin > i".
-    thresholds = np.linspace(0, 1, NUM_THRESHOLDS)
-    cell = ((keys // stride) % NUM_CLASSES) * (NUM_THRESHOLDS + 1)
-    cell = cell + np.searchsorted(thresholds, scores, side="right")
+    cell = ((keys // stride) % NUM_CLASSES) * (NUM_THRESHOLDS + 1) + _threshold_bins(scores)
     detected = _count_at_thresholds(cell)
     detected_visible = _count_at_thresholds(cell[visible])
     detected_unshown = _count_at_thresholds(cell[unshown])
 
+    priority, by_priority = _priorities(scores)
     per_class: list[np.ndarray] = []
     per_class_visible: list[np.ndarray] = []
     per_class_unshown: list[np.ndarray] = []
     for delta in deltas:
-        true_positive = _match(events.keys, keys, scores, _radius_frames(delta))
+        true_positive = _match(events.keys, keys, priority, by_priority, _radius_frames(delta))
         hits = _count_at_thresholds(cell[true_positive])
         hits_visible = _count_at_thresholds(cell[true_positive & visible])
         hits_unshown = _count_at_thresholds(cell[true_positive & unshown])
@@ -413,35 +422,41 @@ def _closest_visibility(events: _Events, keys: np.ndarray, stride: int) -> np.nd
     frames ``< (a + b) // 2`` belong to ``a``; before the first event, frames belong to
     it, after the last one, to the last one; a block without events gives -1.
     """
-    if len(events.keys) == 0:
+    count = len(events.keys)
+    if count == 0:
         return np.full(len(keys), -1, dtype=np.int8)
-    previous = np.searchsorted(events.keys, keys, side="right") - 1
-    following = previous + 1
+    # Index of the last event <= each key, as np.searchsorted(events.keys, keys, "right") - 1,
+    # from the (fewer) events' places among the keys: cheaper with far more keys than events.
+    places = np.searchsorted(keys, events.keys, side="left")
+    previous = np.cumsum(np.bincount(places, minlength=len(keys) + 1)[: len(keys)]) - 1
+    previous_clipped = np.maximum(previous, 0)
+    following_clipped = np.minimum(previous + 1, count - 1)
     block = keys // stride
-    has_previous = previous >= 0
-    has_previous[has_previous] = events.keys[previous[has_previous]] // stride == block[has_previous]
-    has_following = following < len(events.keys)
-    has_following[has_following] = events.keys[following[has_following]] // stride == block[has_following]
-    both = has_previous & has_following
+    event_block = events.keys // stride
+    has_previous = (previous >= 0) & (event_block[previous_clipped] == block)
+    has_following = (previous + 1 < count) & (event_block[following_clipped] == block)
     # Keys of one block share the block offset, so (a + b) // 2 of keys is that of frames.
-    take_following = has_following.copy()
-    take_following[both] = keys[both] >= (events.keys[previous[both]] + events.keys[following[both]]) // 2
-    closest = np.full(len(keys), -1, dtype=np.int8)
-    from_following = take_following
-    from_previous = has_previous & ~take_following
-    closest[from_following] = events.values[following[from_following]]
-    closest[from_previous] = events.values[previous[from_previous]]
-    return closest
+    middle = (events.keys[previous_clipped] + events.keys[following_clipped]) // 2
+    take_following = has_following & ~(has_previous & (keys < middle))
+    return np.where(
+        take_following,
+        events.values[following_clipped],
+        np.where(has_previous, events.values[previous_clipped], np.int8(-1)),
+    ).astype(np.int8)
 
 
-def _match(event_keys: np.ndarray, keys: np.ndarray, scores: np.ndarray, radius: int) -> np.ndarray:
+def _match(
+    event_keys: np.ndarray, keys: np.ndarray, priority: np.ndarray, by_priority: np.ndarray, radius: int
+) -> np.ndarray:
     """``[P]`` bool: the predictions that the official greedy matching takes as true positives.
 
     Events in key order; each takes, among the untaken predictions with
-    ``|key - event| <= radius``, the highest score, the first in key order on ties.
-    Events more than ``2 * radius`` apart share no candidate, so only events within a
-    chain of such gaps (a cluster) depend on each other: processing the k-th event of
-    every cluster together, k = 0, 1, ..., follows the official order where it matters.
+    ``|key - event| <= radius``, the highest score, the first in key order on ties,
+    that is the smallest ``priority`` (``by_priority`` is its inverse, see
+    :func:`_priorities`). Events more than
+    ``2 * radius`` apart share no candidate, so only events within a chain of such
+    gaps (a cluster) depend on each other: processing the k-th event of every cluster
+    together, k = 0, 1, ..., follows the official order wherever it matters.
     """
     true_positive = np.zeros(len(keys), dtype=bool)
     if len(event_keys) == 0 or len(keys) == 0:
@@ -456,34 +471,70 @@ def _match(event_keys: np.ndarray, keys: np.ndarray, scores: np.ndarray, radius:
     by_rank = np.argsort(rank[has_candidates], kind="stable")
     candidate_events = np.flatnonzero(has_candidates)[by_rank]  # rank-major, key order within
     rank_bounds = np.searchsorted(rank[candidate_events], np.arange(rank.max() + 2))
-    available = scores.astype(np.float64, copy=True)  # taken predictions become -inf
+    # Taken predictions get a priority past every real one; the extra last element
+    # lets a window end at the last prediction (reduceat needs an index < length).
+    taken = len(keys)
+    available = np.append(priority, taken)
     for rank_first, rank_stop in itertools.pairwise(rank_bounds):
         if rank_first == rank_stop:
             continue
         events_of_rank = candidate_events[rank_first:rank_stop]
-        chosen = _best_in_windows(available, first[events_of_rank], stop[events_of_rank])
+        best = _window_minima(available, first[events_of_rank], stop[events_of_rank])
+        chosen = by_priority[best[best < taken]]
         true_positive[chosen] = True
-        available[chosen] = -np.inf
+        available[chosen] = taken
     return true_positive
 
 
-def _best_in_windows(available: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """Per disjoint, increasing, non-empty window ``[first, stop)``: the index of the first maximum.
+def _window_minima(values: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``[W]`` minimum of ``values[first[w]:stop[w]]`` per non-empty, disjoint, increasing window.
 
-    Windows whose candidates are all taken (-inf) choose nothing.
+    ``values`` has one element past the last window end (reduceat needs indices < length).
     """
     lengths = stop - first
+    total = int(lengths.sum())
+    if 4 * total >= len(values):
+        # Many windows (the first events of all clusters): one pass over all values,
+        # reduceat over [first0, stop0, first1, stop1, ...] keeps each minimum at even places.
+        return np.minimum.reduceat(values, np.stack([first, stop], axis=1).ravel())[::2]
+    # Few windows (later events of clusters): gather their elements only.
     offsets = np.cumsum(lengths) - lengths
-    window_of = np.repeat(np.arange(len(lengths)), lengths)
-    index = np.arange(int(lengths.sum())) + np.repeat(first - offsets, lengths)
-    values = available[index]
-    best = np.maximum.reduceat(values, offsets)
-    # Official: max_score starts at -1 and grows on a strictly greater score; all our
-    # candidates are >= 0 (taken ones are -inf), so the first maximum wins.
-    at_best = np.flatnonzero(values == best[window_of])
-    first_at_best = at_best[np.r_[True, window_of[at_best[1:]] != window_of[at_best[:-1]]]]
-    first_at_best = first_at_best[best[window_of[first_at_best]] > -1]
-    return index[first_at_best]
+    gathered = values[np.arange(total) + np.repeat(first - offsets, lengths)]
+    return np.minimum.reduceat(gathered, offsets)
+
+
+def _priorities(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[P]`` rank of each prediction by score, highest first, ties in key order; and its inverse.
+
+    Official: the strict ``>`` of the matching loop keeps the first of equal scores.
+    """
+    count = len(scores)
+    # A fast unstable sort by score, then the ties put back in key order by sorting
+    # (run of equal scores, index), which packs into one int64 as run * count + index.
+    order = np.argsort(-scores)
+    ordered = scores[order]
+    run = np.zeros(count, dtype=np.int64)
+    np.cumsum(ordered[1:] != ordered[:-1], out=run[1:])
+    by_priority = np.sort(run * count + order) - run * count
+    priority = np.empty(count, dtype=np.int64)
+    priority[by_priority] = np.arange(count)
+    return priority, by_priority
+
+
+def _threshold_bins(scores: np.ndarray) -> np.ndarray:
+    """``[P]`` the number of official thresholds ``linspace(0, 1, 200)`` that are <= each score.
+
+    Equal to ``np.searchsorted(thresholds, scores, side="right")``, without its binary
+    search: a guess from ``score * 199``, corrected by exact comparisons with the
+    thresholds themselves (the guess is off by at most one where rounding bites).
+    """
+    thresholds = np.linspace(0, 1, NUM_THRESHOLDS)
+    padded = np.concatenate([[-np.inf], thresholds, [np.inf]])  # padded[b] = thresholds[b - 1]
+    guess = np.floor(np.minimum(scores, 2.0) * (NUM_THRESHOLDS - 1)).astype(np.int64) + 1
+    guess = np.clip(guess, 0, NUM_THRESHOLDS)
+    guess -= padded[guess] > scores  # thresholds[guess - 1] must be <= score
+    guess += padded[guess + 1] <= scores  # and thresholds[guess] > score
+    return guess
 
 
 def _count_at_thresholds(cell: np.ndarray) -> np.ndarray:

@@ -172,18 +172,25 @@ class AstraModel(nn.Module):
         """L_out: output positions per clip."""
         return self.queries.shape[0]
 
-    def forward(self, features: torch.Tensor, audio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, audio: torch.Tensor | None = None, *, audio_is_log_mel: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Both stages: ``preprocess_audio`` then ``forward_features``.
+
+        Training calls it with ``audio_is_log_mel=True`` on the mixed log-mel, so
+        that the call still goes through ``forward`` (which a distributed data
+        parallel wrapper needs) while the log-mel is computed before mixup.
 
         Args:
             features: ``[B, T, sum(visual_dims)]`` visual features, one row per second.
-            audio: ``[B, mel_bins, T * 100]`` mel power, or None for a model without audio.
+            audio: ``[B, mel_bins, T * 100]`` mel power (log-mel dB with ``audio_is_log_mel``),
+                or None for a model without audio.
 
         Returns:
             ``class_scores`` ``[B, L_out, C+1]`` in (0, 1); ``displacement`` ``[B, L_out, C+1]``
             (mean, in output frames); ``log_variance`` ``[B, L_out, C+1]`` with the uncertainty head.
         """
-        log_mel = self.preprocess_audio(audio) if audio is not None else None
+        log_mel = audio if audio is None or audio_is_log_mel else self.preprocess_audio(audio)
         return self.forward_features(features, log_mel)
 
     def preprocess_audio(self, audio_power: torch.Tensor) -> torch.Tensor:
@@ -263,7 +270,9 @@ def _check(model: ModelConfig, clips: ClipConfig) -> None:
     if not model.visual_dims or min(model.visual_dims) < 1:
         raise ValueError(f"model.visual_dims must list positive sizes, got {list(model.visual_dims)}")
     if model.d_model % model.num_heads:
-        raise ValueError(f"model.d_model ({model.d_model}) must be a multiple of model.num_heads ({model.num_heads})")
+        raise ValueError(
+            f"model.d_model ({model.d_model}) must be a multiple of model.num_heads ({model.num_heads})"
+        )
     if model.encoder_layers < 1 or model.decoder_layers < 1:
         raise ValueError("model.encoder_layers and model.decoder_layers must be >= 1")
     if clips.clip_seconds < 1 or clips.num_outputs < 1:

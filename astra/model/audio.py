@@ -5,11 +5,12 @@ Three steps, in the order data flows:
 1. ``mel_power_spectrogram`` (offline, ``astra audio-features``): a mono
    waveform becomes the ``[128, frames]`` mel power at 100 frames per second
    that ``audioN.npy`` holds (data contract). The analysis follows VGGish
-   (Hershey et al., 2017): 16 kHz audio, 25-ms periodic Hann windows in a
-   512-point FFT, a 10-ms hop, HTK mel filters between 125 and 7500 Hz. We keep
-   128 mel bands (VGGish has 64) because ASTRA's patches are ``[96, 128]``, and
-   centre the frames (frame ``k`` is centred on ``k * 10`` ms) so that frame
-   ``k`` of the file lies at second ``k / 100`` of the half.
+   (Hershey et al., 2017): 16 kHz audio, 25-ms periodic Hann windows, a 10-ms
+   hop, HTK mel filters between 125 and 7500 Hz. We keep 128 mel bands (VGGish
+   has 64) because ASTRA's patches are ``[96, 128]``, zero-pad the windows to a
+   1024-point FFT (VGGish: 512) so that the narrow low bands each hold an FFT
+   bin, and centre the frames (frame ``k`` is centred on ``k * 10`` ms) so that
+   frame ``k`` of the file lies at second ``k / 100`` of the half.
 2. ``log_mel_db`` (inside the model): power to decibels, clamped 80 dB below
    the loudest value of the clip.
 3. ``VGGishBackbone``: 3x3 convolutions and 2x2 max-pools on ``[1, 96, 128]``
@@ -99,7 +100,7 @@ class VGGishBackbone(nn.Module):
         layers: list[nn.Module] = []
         in_channels, height, width = 1, patch_frames, mel_bins
         for out_channels, pool in zip(conv_channels, _VGGISH_POOL_AFTER, strict=True):
-            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             if pool:
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 height, width = height // 2, width // 2
@@ -109,17 +110,19 @@ class VGGishBackbone(nn.Module):
                 f"audio patches of {patch_frames} frames x {mel_bins} mel bins are too small "
                 "for four 2x2 max-pools (16 x 16 at least)"
             )
-        self.features = nn.Sequential(*layers)
+        # Channels-last convolutions run about 3x faster on CPU (oneDNN) and suit GPU tensor cores.
+        self.features = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.flatten_dim = in_channels * height * width
         dims = [self.flatten_dim, *hidden_dims, output_dim]
         fully_connected: list[nn.Module] = []
         for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
-            fully_connected += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+            fully_connected += [nn.Linear(fan_in, fan_out), nn.ReLU(inplace=True)]
         self.embeddings = nn.Sequential(*fully_connected)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """``[N, 1, patch_frames, mel_bins]`` -> ``[N, d]``."""
-        x = self.features(patches)  # [N, C, patch_frames / 16, mel_bins / 16]
+        x = self.features(patches.contiguous(memory_format=torch.channels_last))
+        # x: [N, C, patch_frames / 16, mel_bins / 16]
         # Channel-major flatten: the first fully-connected layer is never pretrained,
         # so the port's channel-last order need not be kept.
         return self.embeddings(x.flatten(1))
@@ -139,7 +142,7 @@ class VGGishLoadReport:
 
 
 def load_vggish_weights(model: nn.Module, path: str | Path) -> VGGishLoadReport:
-    """Copy AudioSet VGGish weights into the audio backbone where names and shapes fit.
+    """Copy AudioSet VGGish weights into the audio backbone, layer by layer, where names and shapes fit.
 
     ``model`` is an ``AstraModel`` with audio or a ``VGGishBackbone``; ``path``
     is a state dict of the common PyTorch port (``features.{0,3,6,8,11,13}``,
@@ -153,13 +156,19 @@ def load_vggish_weights(model: nn.Module, path: str | Path) -> VGGishLoadReport:
         raise AudioError(f"{path}: the model has no audio backbone to load VGGish weights into")
     state = _read_state_dict(path)
     own = backbone.state_dict()
+    # A layer loads whole or not at all: the port's first layer has a bias of our shape (4096)
+    # but a weight of another, and half a layer would be meaningless.
+    layers: dict[str, list[str]] = {}
+    for name in state:
+        layers.setdefault(name.rpartition(".")[0], []).append(name)
     loaded, skipped = [], []
-    for name, tensor in state.items():
-        if name in own and own[name].shape == tensor.shape:
-            loaded.append(name)
-        else:
+    for names in layers.values():
+        if all(name in own and own[name].shape == state[name].shape for name in names):
+            loaded += names
+            continue
+        for name in names:
             shape = "absent" if name not in own else f"ours {tuple(own[name].shape)}"
-            skipped.append(f"{name} {tuple(tensor.shape)} ({shape})")
+            skipped.append(f"{name} {tuple(state[name].shape)} ({shape})")
     if not loaded:
         raise AudioError(
             f"{path}: no tensor fits the audio backbone by name and shape "
@@ -192,7 +201,9 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
         raise AudioError(f"{path}: not a PyTorch state dict ({type(error).__name__}: {error})") from None
     if not isinstance(state, Mapping) or not state:
-        raise AudioError(f"{path}: expected a non-empty state dict (name -> tensor), got {type(state).__name__}")
+        raise AudioError(
+            f"{path}: expected a non-empty state dict (name -> tensor), got {type(state).__name__}"
+        )
     bad = [name for name, value in state.items() if not isinstance(name, str) or not torch.is_tensor(value)]
     if bad:
         raise AudioError(f"{path}: expected a state dict of tensors; {bad[0]!r} is not a named tensor")
@@ -246,7 +257,9 @@ def mel_power_spectrogram(
         signal = torchaudio.functional.resample(signal, sample_rate, target_sample_rate)
     hop = target_sample_rate // MEL_FRAMES_PER_SECOND
     window = round(WINDOW_SECONDS * target_sample_rate)
-    n_fft = 1 << (window - 1).bit_length()  # 400-sample window in a 512-point FFT at 16 kHz
+    # A 400-sample window in a 1024-point FFT at 16 kHz: VGGish's 512 points suit its 64 bands,
+    # but with 128 bands from 125 Hz the lowest band would fall between two FFT bins and stay empty.
+    n_fft = 1 << (2 * window - 1).bit_length()
     if signal.numel() <= n_fft // 2:
         raise AudioError(f"audio of {signal.numel()} samples is shorter than one analysis window")
     transform = torchaudio.transforms.MelSpectrogram(

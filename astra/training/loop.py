@@ -26,8 +26,15 @@ from astra.augment.mixup import build_mixup
 from astra.classes import NUM_CLASSES
 from astra.config import ConfigError, ExperimentConfig
 from astra.data.dataset import DataRoots, Half, load_split
-from astra.evaluation.average_map import average_map_dense
-from astra.inference import detect, detections_to_dense, num_frames_of, predict_half
+from astra.evaluation.average_map import evaluate_dense
+from astra.inference import (
+    detect,
+    detections_to_dense,
+    game_annotations,
+    group_by_game,
+    num_frames_of,
+    predict_half,
+)
 from astra.losses import total_loss
 from astra.model import build_model
 from astra.training import checkpoint
@@ -74,8 +81,12 @@ def fit(
     batch_per_worker = _batch_per_worker(config.train.batch_size, world_size)
     with_audio = config.model.use_audio
 
-    train_halves = load_split(roots, config.data.train_split, with_audio=with_audio, require_labels=True, progress=False)
-    valid_halves = load_split(roots, config.data.valid_split, with_audio=with_audio, require_labels=True, progress=False)
+    train_halves = load_split(
+        roots, config.data.train_split, with_audio=with_audio, require_labels=True, progress=False
+    )
+    valid_halves = load_split(
+        roots, config.data.valid_split, with_audio=with_audio, require_labels=True, progress=False
+    )
     _check_feature_dims(config, train_halves + valid_halves)
 
     model = build_model(config.model, config.clips).to(device)
@@ -111,6 +122,11 @@ def fit(
         mixup.load_state_dict(saved["mixup"])
         mixup_generator.set_state(saved["mixup_generator"])
         state = _TrainingState.from_dict(saved["training"])
+        # Dropout, temporal dropout and switch draw from the global generator: restore it so
+        # that a resumed run continues exactly as an uninterrupted one.
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         log.info("resumed from %s after epoch %d", resume_path, state.epoch)
 
     writer = _tensorboard_writer(out_dir) if rank == 0 else None
@@ -126,7 +142,13 @@ def fit(
     for epoch in range(state.epoch + 1, config.train.epochs):
         started = time.perf_counter()
         plan = shard(
-            epoch_plan(train_halves, config.clips, seed=config.train.seed, epoch=epoch, max_clips=config.train.clips_per_epoch),
+            epoch_plan(
+                train_halves,
+                config.clips,
+                seed=config.train.seed,
+                epoch=epoch,
+                max_clips=config.train.clips_per_epoch,
+            ),
             rank,
             world_size,
             batch_per_worker,
@@ -160,7 +182,10 @@ def fit(
                 "mixup_generator": mixup_generator.get_state(),
                 "training": state.to_dict(),
                 "config": config.to_dict(),
+                "torch_rng": torch.get_rng_state(),
             }
+            if device.type == "cuda":
+                saved_state["cuda_rng"] = torch.cuda.get_rng_state(device)
             checkpoint.save_atomic(saved_state, checkpoints / checkpoint.LAST)
             if state.best_epoch == epoch:
                 checkpoint.save_atomic(
@@ -181,7 +206,9 @@ def fit(
             reporter(metrics, checkpoint_dir)
         if state.stopped:
             if rank == 0:
-                log.info("early stopping: no better validation a-mAP for %d epochs", config.train.patience_epochs)
+                log.info(
+                    "early stopping: no better validation a-mAP for %d epochs", config.train.patience_epochs
+                )
             break
     if writer is not None:
         writer.close()
@@ -211,13 +238,22 @@ def validate(
             model, half, config.clips, config.inference, with_audio=config.model.use_audio,
             device=device, autocast_dtype=autocast_dtype,
         )  # fmt: skip
-        dense[index] = detections_to_dense(detect(per_position, config.inference), num_frames_of(half), NUM_CLASSES)
+        dense[index] = detections_to_dense(
+            detect(per_position, config.inference), num_frames_of(half), NUM_CLASSES
+        )
     if world_size > 1:
         gathered: list[dict[int, np.ndarray]] = [{} for _ in range(world_size)]
         dist.all_gather_object(gathered, dense)
         dense = {k: v for part in gathered for k, v in part.items()}
-    value = float(average_map_dense([halves[i].annotations for i in range(len(halves))], [dense[i] for i in range(len(halves))], metric="tight"))
-    return value
+    by_game: dict[str, list[int]] = {}
+    for index, half in enumerate(halves):
+        by_game.setdefault(half.game, []).append(index)
+    labels = {game: game_annotations([halves[i] for i in indices]) for game, indices in by_game.items()}
+    detections = {
+        game: [dense[i] for i in sorted(indices, key=lambda i: halves[i].half)]
+        for game, indices in by_game.items()
+    }
+    return float(evaluate_dense(labels, detections, metric="tight").a_mAP)
 
 
 @dataclass
@@ -251,7 +287,9 @@ class _TrainingState:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> _TrainingState:
-        return cls(values["epoch"], values["best"], values["best_epoch"], values["stopped"], values["metrics"])
+        return cls(
+            values["epoch"], values["best"], values["best_epoch"], values["stopped"], values["metrics"]
+        )
 
 
 def _train_one_epoch(
@@ -290,11 +328,15 @@ def _train_one_epoch(
         displacement_targets = displacement_targets.to(device, non_blocking=True)
         # Reference order: audio to log-mel, then mixup of features, audio and targets (and
         # the queue update), then the rest of the network.
-        log_mel = core.preprocess_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
+        log_mel = (
+            core.preprocess_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
+        )
         features, log_mel, class_targets, displacement_targets = mixup(
             features, log_mel, class_targets, displacement_targets
         )
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        ):
             outputs = model(features, log_mel, audio_is_log_mel=True)
         loss, parts = total_loss(
             {name: value.float() for name, value in outputs.items()},
@@ -305,7 +347,9 @@ def _train_one_epoch(
             uncertainty=uncertainty,
         )
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at {description}; lower the learning rate")
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at {description}; lower the learning rate"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -324,7 +368,9 @@ def _train_one_epoch(
 
 
 def _steps_per_epoch(halves: Sequence[Half], config: ExperimentConfig, world_size: int, batch: int) -> int:
-    plan = epoch_plan(halves, config.clips, seed=config.train.seed, epoch=0, max_clips=config.train.clips_per_epoch)
+    plan = epoch_plan(
+        halves, config.clips, seed=config.train.seed, epoch=0, max_clips=config.train.clips_per_epoch
+    )
     return max(1, len(shard(plan, 0, world_size, batch)) // batch)
 
 
@@ -381,5 +427,3 @@ def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
     with os.fdopen(handle, "w") as f:
         yaml.safe_dump(config.to_dict(), f, sort_keys=False)
     os.replace(temporary, out_dir / "config.yaml")
-
-

@@ -1,0 +1,202 @@
+"""The composed ASTRA network: parameter counts, shapes of every switch, batching, training."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from astra.config import ClipConfig, ModelConfig
+from astra.model import AstraModel, build_model, parameter_breakdown
+
+# A tiny network: 8-s clips, 3 visual embeddings, 8 audio patches of 96 frames.
+TINY_MODEL = ModelConfig(
+    visual_dims=(6, 5, 4),
+    d_model=16,
+    num_heads=2,
+    decoder_layers=1,
+    audio_conv_channels=(2, 2, 4, 4, 4, 4),
+    audio_hidden_dims=(8,),
+)
+TINY_CLIPS = ClipConfig(clip_seconds=8)
+
+
+def _inputs(batch: int, model: ModelConfig, clips: ClipConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch, clips.clip_seconds, sum(model.visual_dims), generator=generator)
+    audio = torch.rand(batch, clips.mel_bins, clips.clip_seconds * clips.audio_frames_per_second, generator=generator)
+    return features, audio * 100.0
+
+
+def test_paper_parameter_count_and_breakdown() -> None:
+    # Totals and breakdown: ASTRA_SPEC.md, "Model" (the authors' implementation).
+    with torch.device("meta"):
+        model = build_model(ModelConfig(), ClipConfig())
+    assert parameter_breakdown(model) == {
+        "visual_pffns": 21_326_720,
+        "audio_backbone.features": 4_499_712,
+        "audio_backbone.embeddings": 119_546_368,
+        "visual_augment": 8_576,
+        "audio_augment": 128,
+        "encodings": 25_600 + 2_560 + 26_624 + 512,
+        "encoder": 9_457_152,
+        "decoder": 12_612_096,
+        "classification_head": 271_890,
+        "displacement_head": 543_780,
+        "queries": 51_200,
+    }
+    assert sum(p.numel() for p in model.parameters()) == 168_372_918
+    assert model.audio_backbone is not None and model.audio_backbone.flatten_dim == 512 * 6 * 8
+
+
+def test_paper_parameter_count_without_audio() -> None:
+    with torch.device("meta"):
+        model = build_model(ModelConfig(use_audio=False), ClipConfig())
+    assert sum(p.numel() for p in model.parameters()) == 44_299_574
+    assert model.audio_backbone is None and model.audio_augment is None
+
+
+@pytest.mark.parametrize(
+    ("encoder", "use_audio", "outputs_per_second", "head"),
+    list(itertools.product(("hierarchical", "vanilla"), (True, False), (1, 2), ("uncertainty", "plain"))),
+)
+def test_output_shapes_for_every_switch(encoder: str, use_audio: bool, outputs_per_second: int, head: str) -> None:
+    config = dataclasses.replace(TINY_MODEL, encoder=encoder, use_audio=use_audio, displacement_head=head)
+    clips = dataclasses.replace(TINY_CLIPS, outputs_per_second=outputs_per_second)
+    model = build_model(config, clips)
+    features, audio = _inputs(3, config, clips)
+    outputs = model(features, audio if use_audio else None)
+    shape = (3, clips.clip_seconds * outputs_per_second, config.num_classes + 1)
+    expected_keys = {"class_scores", "displacement"} | ({"log_variance"} if head == "uncertainty" else set())
+    assert set(outputs) == expected_keys
+    assert all(tuple(value.shape) == shape for value in outputs.values())
+    assert ((outputs["class_scores"] > 0) & (outputs["class_scores"] < 1)).all()
+    assert model.num_outputs == shape[1]
+
+
+@pytest.mark.parametrize("use_audio", [True, False])
+def test_batched_equals_unbatched_in_eval_mode(use_audio: bool) -> None:
+    config = dataclasses.replace(TINY_MODEL, use_audio=use_audio)
+    model = build_model(config, TINY_CLIPS).eval()
+    features, audio = _inputs(3, config, TINY_CLIPS)
+    # Clips of very different loudness: the log-mel floor is per clip, not per batch.
+    audio[1] *= 1e-6
+    audio_or_none = audio if use_audio else None
+    with torch.no_grad():
+        batched = model(features, audio_or_none)
+        for i in range(3):
+            single = model(features[i : i + 1], audio[i : i + 1] if use_audio else None)
+            for key, value in single.items():
+                torch.testing.assert_close(value[0], batched[key][i], rtol=1e-4, atol=1e-5)
+
+
+def test_stages_compose_to_forward() -> None:
+    model = build_model(TINY_MODEL, TINY_CLIPS).eval()
+    features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
+    with torch.no_grad():
+        whole = model(features, audio)
+        log_mel = model.preprocess_audio(audio)
+        staged = model.forward_features(features, log_mel)
+        through_forward = model(features, log_mel, audio_is_log_mel=True)
+    for key in whole:
+        torch.testing.assert_close(staged[key], whole[key])
+        torch.testing.assert_close(through_forward[key], whole[key])
+
+
+def test_eval_mode_is_deterministic_and_training_mode_is_not() -> None:
+    model = build_model(TINY_MODEL, TINY_CLIPS)
+    features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
+    with torch.no_grad():
+        model.eval()
+        first, second = model(features, audio), model(features, audio)
+        torch.testing.assert_close(first["class_scores"], second["class_scores"])
+        model.train()
+        third, fourth = model(features, audio), model(features, audio)
+    assert not torch.equal(third["class_scores"], fourth["class_scores"])
+
+
+def test_wrong_inputs_are_named() -> None:
+    model = build_model(TINY_MODEL, TINY_CLIPS)
+    features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
+    with pytest.raises(ValueError, match="visual features must be"):
+        model(features[:, :-1], audio)
+    with pytest.raises(ValueError, match="audio must be"):
+        model(features, audio[:, :, :-1])
+    with pytest.raises(ValueError, match="uses audio"):
+        model(features, None)
+    visual_only = build_model(dataclasses.replace(TINY_MODEL, use_audio=False), TINY_CLIPS)
+    with pytest.raises(ValueError, match="without audio"):
+        visual_only(features, audio)
+
+
+def test_bad_configs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="multiple of model.num_heads"):
+        build_model(dataclasses.replace(TINY_MODEL, d_model=15), TINY_CLIPS)
+    with pytest.raises(ValueError, match="audio_conv_channels"):
+        build_model(dataclasses.replace(TINY_MODEL, audio_conv_channels=(4, 4)), TINY_CLIPS)
+    with pytest.raises(ValueError, match="no audio patch"):
+        build_model(TINY_MODEL, ClipConfig(clip_seconds=8, audio_frames_per_second=10))
+
+
+def test_every_parameter_learns() -> None:
+    # Every parameter takes part in a training step (distributed training rejects unused ones).
+    model = build_model(TINY_MODEL, TINY_CLIPS).train()
+    features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
+    outputs = model(features, audio)
+    sum(value.sum() for value in outputs.values()).backward()
+    no_gradient = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.isfinite().all()]
+    assert no_gradient == []
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    # Tiny tensors: a second thread only adds synchronisation (3x slower on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_tiny_model_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    config = dataclasses.replace(
+        TINY_MODEL,
+        d_model=32,
+        use_audio=False,  # the audio path is covered above; this test is about learning
+        pffn_dropout=0.0,
+        head_dropout=0.0,
+        transformer_dropout=0.0,
+        temporal_dropout_p=0.0,
+        temporal_switch_p=0.0,
+        displacement_head="plain",
+    )
+    model = build_model(config, TINY_CLIPS)
+    features, _ = _inputs(2, config, TINY_CLIPS)
+    # One action per clip, of different classes and positions: the model must read its input.
+    num_outputs, channels = TINY_CLIPS.num_outputs, config.num_classes + 1
+    positions = torch.arange(num_outputs)
+    class_targets = torch.zeros(2, num_outputs, channels)
+    class_targets[..., 0] = 1.0
+    displacement_targets = torch.zeros(2, num_outputs, channels)
+    for clip, (channel, position) in enumerate([(3, 5), (9, 11)]):
+        offset = positions - position
+        class_targets[clip, offset.abs() <= 4, channel] = 1.0
+        class_targets[clip, offset.abs() <= 4, 0] = 0.0
+        displacement_targets[clip, offset.abs() <= 6, channel] = offset[offset.abs() <= 6].float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        outputs = model(features)
+        loss = F.binary_cross_entropy(outputs["class_scores"], class_targets) + F.mse_loss(
+            outputs["displacement"], displacement_targets
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10, f"loss went from {losses[0]:.4f} to {losses[-1]:.4f}"

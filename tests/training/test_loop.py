@@ -1,0 +1,136 @@
+"""The training loop on the tiny dataset: checkpoints, reports, resume, seeds, atomic saves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from astra.config import ConfigError, ExperimentConfig, load_config
+from astra.data.dataset import DataRoots
+from astra.training import checkpoint
+from astra.training.loop import fit
+
+TINY = [
+    "model.visual_dims=[8, 8, 4, 8, 8]",
+    "model.d_model=16",
+    "model.num_heads=2",
+    "model.audio_conv_channels=[2, 4, 4, 4, 4, 4]",
+    "model.audio_hidden_dims=[16, 16]",
+    "clips.clip_seconds=20",
+    "clips.train_stride_seconds=10",
+    "clips.inference_stride_seconds=10",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.batch_size=4",
+    "train.loader_workers=0",
+    "train.base_learning_rate=1e-3",
+]
+
+
+def tiny_config(*overrides: str) -> ExperimentConfig:
+    return load_config([], [*TINY, *overrides])
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_fit_writes_checkpoints_config_and_reports_each_epoch(tiny_dataset, tmp_path: Path) -> None:
+    reports: list[tuple[dict[str, float], Path | None]] = []
+    result = fit(
+        tiny_config("model.use_audio=false"),
+        DataRoots.single(tiny_dataset.root),
+        tmp_path,
+        reporter=lambda metrics, folder: reports.append((metrics, folder)),
+        progress=False,
+    )
+    assert [metrics["epoch"] for metrics, _ in reports] == [1, 2, 3]
+    assert all(folder == tmp_path / "checkpoints" for _, folder in reports)
+    assert {"train_loss", "valid_tight_a_map", "best_valid_tight_a_map", "learning_rate"} <= set(reports[0][0])
+    assert result.epochs_run == 3
+    assert result.best_valid_tight_a_map == max(metrics["valid_tight_a_map"] for metrics, _ in reports)
+    for name in ("last.pt", "best.pt"):
+        assert (tmp_path / "checkpoints" / name).is_file()
+    assert (tmp_path / "config.yaml").is_file()
+    assert any((tmp_path / "tensorboard").iterdir())
+    saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert saved["training"]["epoch"] == 2
+    assert load_config([tmp_path / "config.yaml"]) == tiny_config("model.use_audio=false")
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path: Path) -> None:
+    roots = DataRoots.single(tiny_dataset.root)
+    config = tiny_config()  # with audio and balanced mixup: every source of randomness
+    fit(config, roots, tmp_path / "straight", progress=False)
+
+    def stop_after_epoch_2(metrics: dict[str, float], _: Path | None) -> None:
+        if metrics["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(config, roots, tmp_path / "resumed", reporter=stop_after_epoch_2, progress=False)
+    seen: list[float] = []
+    fit(config, roots, tmp_path / "resumed", reporter=lambda m, _: seen.append(m["epoch"]), progress=False)
+    assert seen == [3]
+    straight = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    resumed = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_a_finished_run_reports_its_last_metrics_again(tiny_dataset, tmp_path: Path) -> None:
+    config = tiny_config("model.use_audio=false", "train.epochs=1")
+    roots = DataRoots.single(tiny_dataset.root)
+    first: list[dict[str, float]] = []
+    fit(config, roots, tmp_path, reporter=lambda m, _: first.append(m), progress=False)
+    again: list[dict[str, float]] = []
+    fit(config, roots, tmp_path, reporter=lambda m, _: again.append(m), progress=False)
+    assert again == first
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(tiny_dataset, tmp_path: Path) -> None:
+    roots = DataRoots.single(tiny_dataset.root)
+    losses = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        reports: list[float] = []
+        config = tiny_config("model.use_audio=false", "train.epochs=1", f"train.seed={seed}")
+        fit(config, roots, tmp_path / name, reporter=lambda m, _, r=reports: r.append(m["train_loss"]), progress=False)
+        losses[name] = reports
+    assert losses["a"] == losses["b"]
+    assert losses["a"] != losses["c"]
+
+
+def test_feature_width_that_does_not_match_the_config_is_named(tiny_dataset, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model.visual_dims \[8, 8\] sum to 16, but .*baidu_soccer_embeddings.npy has 36"):
+        fit(tiny_config("model.visual_dims=[8, 8]"), DataRoots.single(tiny_dataset.root), tmp_path, progress=False)
+
+
+def test_a_save_that_fails_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic({"model": {"w": torch.ones(3)}, "config": {}}, path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_atomic({"model": {"w": torch.zeros(3)}, "config": {}}, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_checkpoints_load_without_unpickling_arbitrary_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "payload": Interrupt()}, path)
+    with pytest.raises(checkpoint.CheckpointError, match="evil.pt: not a readable checkpoint"):
+        checkpoint.load(path)
+    (tmp_path / "other.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="other.pt"):
+        checkpoint.load(tmp_path / "other.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="not found"):
+        checkpoint.load(tmp_path / "missing.pt")
