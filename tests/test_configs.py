@@ -47,7 +47,9 @@ TABLE_2 = {
 
 
 def _flat(config: ExperimentConfig) -> dict[str, object]:
-    return {f"{section}.{key}": value for section, keys in config.to_dict().items() for key, value in keys.items()}
+    return {
+        f"{section}.{key}": value for section, keys in config.to_dict().items() for key, value in keys.items()
+    }
 
 
 def test_every_ablation_row_is_shipped() -> None:
@@ -70,7 +72,10 @@ def test_paper_preset_is_the_defaults() -> None:
 @pytest.mark.parametrize("row", sorted(TABLE_2))
 def test_ablation_rows_follow_table_2(row: str) -> None:
     parent, changes = TABLE_2[row]
-    ours, theirs = _flat(load_config([ABLATIONS / f"{row}.yaml"])), _flat(load_config([ABLATIONS / f"{parent}.yaml"]))
+    ours, theirs = (
+        _flat(load_config([ABLATIONS / f"{row}.yaml"])),
+        _flat(load_config([ABLATIONS / f"{parent}.yaml"])),
+    )
     assert {key: value for key, value in ours.items() if theirs[key] != value} == changes
 
 

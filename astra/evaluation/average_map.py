@@ -162,8 +162,8 @@ def evaluate_spots(
     missing = [game for game in games if game not in predictions]
     _check_missing(missing, allow_missing)
     spots = [predictions[game] if game in predictions else Spots.empty() for game in games]
-    events = _event_keys([labels[game] for game in games], stride)
-    keys, scores = _prediction_keys_from_spots(spots, stride)
+    events = _event_keys(games, [labels[game] for game in games], stride)
+    keys, scores = _prediction_keys_from_spots(games, spots, stride)
     return _score(events, keys, scores, stride, deltas, len(games))
 
 
@@ -185,7 +185,7 @@ def evaluate_dense(
     games = list(labels)
     missing = [game for game in games if game not in detections]
     _check_missing(missing, allow_missing)
-    events = _event_keys([labels[game] for game in games], stride)
+    events = _event_keys(games, [labels[game] for game in games], stride)
     key_parts: list[np.ndarray] = []
     score_parts: list[np.ndarray] = []
     for game_number, game in enumerate(games):
@@ -214,6 +214,8 @@ def evaluate_files(
 
     Games: ``games``, or those of ``split`` (``astra.data.splits.games_of_split``), or
     by default every folder under ``labels_root`` that holds a ``Labels-v2.json``.
+    A game without a predictions file is an error unless ``allow_missing``; bad files
+    raise errors (ValueError subclasses) that name them.
     """
     labels_root = Path(labels_root)
     if games is not None and split is not None:
@@ -228,10 +230,10 @@ def evaluate_files(
     available = open_predictions(predictions)
     missing = [game for game in labels if game not in available]
     _check_missing(missing, allow_missing, where=str(predictions))
-    spots = {game: available[game] for game in labels if game in available}
+    spots = {game: available[game] if game in available else Spots.empty() for game in labels}
     _log_ignored(labels.values(), "labels")
     _log_ignored(spots.values(), "predictions")
-    return evaluate_spots(labels, spots, metric, allow_missing=allow_missing)
+    return evaluate_spots(labels, spots, metric)
 
 
 def deltas_of_metric(metric: str | Sequence[float]) -> tuple[float, ...]:
@@ -293,17 +295,19 @@ def _last_of_each_key(keys: np.ndarray) -> np.ndarray:
     return order[last]
 
 
-def _event_keys(annotations: Sequence[Annotations], stride: int) -> _Events:
+def _event_keys(names: Sequence[str], annotations: Sequence[Annotations], stride: int) -> _Events:
     """Sorted keys ``[G]`` and values of the events after the official overwrite."""
-    keys = _keys(annotations, stride)
+    keys = _keys(names, annotations, stride)
     values = np.where(_joined(annotations, "visible", bool), 1, -1).astype(np.int8)
     kept = _last_of_each_key(keys)
     return _Events(keys[kept], values[kept])
 
 
-def _prediction_keys_from_spots(spots: Sequence[Spots], stride: int) -> tuple[np.ndarray, np.ndarray]:
+def _prediction_keys_from_spots(
+    names: Sequence[str], spots: Sequence[Spots], stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Sorted keys ``[P]`` and scores ``[P]`` of the predictions (entries >= 0 after overwrites)."""
-    keys = _keys(spots, stride)
+    keys = _keys(names, spots, stride)
     scores = _joined(spots, "confidence", np.float64)
     kept = _last_of_each_key(keys)
     keys, scores = keys[kept], scores[kept]
@@ -312,12 +316,22 @@ def _prediction_keys_from_spots(spots: Sequence[Spots], stride: int) -> tuple[np
     return keys[is_prediction], scores[is_prediction]
 
 
-def _keys(games: Sequence[Annotations] | Sequence[Spots], stride: int) -> np.ndarray:
+def _keys(names: Sequence[str], games: Sequence[Annotations] | Sequence[Spots], stride: int) -> np.ndarray:
     """``[N]`` key of every entry of every game, games in order, entries in file order."""
     game_number = np.repeat(np.arange(len(games), dtype=np.int64), [len(game) for game in games])
-    segment = 2 * game_number + _joined(games, "half", np.int64) - 1
-    block = segment * NUM_CLASSES + _joined(games, "class_index", np.int64)
-    return block * stride + _frames(_joined(games, "position_ms", np.int64))
+    half = _joined(games, "half", np.int64)
+    class_index = _joined(games, "class_index", np.int64)
+    position_ms = _joined(games, "position_ms", np.int64)
+    # Spots and labels read from files hold no such values; hand-made arrays might.
+    bad = (half < 1) | (half > 2) | (class_index < 0) | (class_index >= NUM_CLASSES) | (position_ms < 0)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise EvaluationError(
+            f"game {names[game_number[first]]!r}: half {half[first]}, class {class_index[first]}, "
+            f"position {position_ms[first]} ms: halves are 1 or 2, classes 0 to 16, positions >= 0"
+        )
+    block = (2 * game_number + half - 1) * NUM_CLASSES + class_index
+    return block * stride + _frames(position_ms)
 
 
 def _joined(games: Sequence[Annotations] | Sequence[Spots], name: str, dtype: type) -> np.ndarray:
@@ -534,7 +548,7 @@ def _threshold_bins(scores: np.ndarray) -> np.ndarray:
     guess = np.clip(guess, 0, NUM_THRESHOLDS)
     guess -= padded[guess] > scores  # thresholds[guess - 1] must be <= score
     guess += padded[guess + 1] <= scores  # and thresholds[guess] > score
-    return guess
+    return np.minimum(guess, NUM_THRESHOLDS)  # an infinite score passes the sentinel too
 
 
 def _count_at_thresholds(cell: np.ndarray) -> np.ndarray:

@@ -24,7 +24,6 @@ encodings, encoder, decoder, heads. ``forward`` runs both stages.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
@@ -36,8 +35,6 @@ from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_seg
 from astra.model.heads import ClassificationHead, UncertaintyDisplacementHead
 from astra.model.pffn import PointwiseFeedForward
 from astra.model.temporal_augment import TemporalAugment
-
-log = logging.getLogger(__name__)
 
 
 def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool = True) -> AstraModel:

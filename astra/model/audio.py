@@ -24,6 +24,7 @@ Three steps, in the order data flows:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import wave
@@ -115,7 +116,7 @@ class VGGishBackbone(nn.Module):
         self.flatten_dim = in_channels * height * width
         dims = [self.flatten_dim, *hidden_dims, output_dim]
         fully_connected: list[nn.Module] = []
-        for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(dims):
             fully_connected += [nn.Linear(fan_in, fan_out), nn.ReLU(inplace=True)]
         self.embeddings = nn.Sequential(*fully_connected)
 

@@ -38,7 +38,9 @@ class TokenEncodings(nn.Module):
     encoding. Uniform [0, 1) initialisation, as the authors.
     """
 
-    def __init__(self, clip_seconds: int, num_visual_embeddings: int, num_audio_tokens: int, d_model: int) -> None:
+    def __init__(
+        self, clip_seconds: int, num_visual_embeddings: int, num_audio_tokens: int, d_model: int
+    ) -> None:
         super().__init__()
         self.visual_temporal = nn.Parameter(torch.rand(clip_seconds, d_model))
         self.visual_source = nn.Parameter(torch.rand(num_visual_embeddings, d_model))
@@ -63,7 +65,7 @@ class TokenEncodings(nn.Module):
 
 
 class HierarchicalEncoder(nn.Module):
-    """Post-norm Transformer encoder layers, layer ``i`` attending within ``segments_per_layer[i]`` segments."""
+    """Post-norm Transformer encoder layers; layer ``i`` attends within ``segments_per_layer[i]`` segments."""
 
     def __init__(
         self,

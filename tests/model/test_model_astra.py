@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from astra.config import ClipConfig, ModelConfig
-from astra.model import AstraModel, build_model, parameter_breakdown
+from astra.model import build_model, parameter_breakdown
 
 # A tiny network: 8-s clips, 3 visual embeddings, 8 audio patches of 96 frames.
 TINY_MODEL = ModelConfig(
@@ -25,10 +25,14 @@ TINY_MODEL = ModelConfig(
 TINY_CLIPS = ClipConfig(clip_seconds=8)
 
 
-def _inputs(batch: int, model: ModelConfig, clips: ClipConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(
+    batch: int, model: ModelConfig, clips: ClipConfig, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(batch, clips.clip_seconds, sum(model.visual_dims), generator=generator)
-    audio = torch.rand(batch, clips.mel_bins, clips.clip_seconds * clips.audio_frames_per_second, generator=generator)
+    audio = torch.rand(
+        batch, clips.mel_bins, clips.clip_seconds * clips.audio_frames_per_second, generator=generator
+    )
     return features, audio * 100.0
 
 
@@ -64,7 +68,9 @@ def test_paper_parameter_count_without_audio() -> None:
     ("encoder", "use_audio", "outputs_per_second", "head"),
     list(itertools.product(("hierarchical", "vanilla"), (True, False), (1, 2), ("uncertainty", "plain"))),
 )
-def test_output_shapes_for_every_switch(encoder: str, use_audio: bool, outputs_per_second: int, head: str) -> None:
+def test_output_shapes_for_every_switch(
+    encoder: str, use_audio: bool, outputs_per_second: int, head: str
+) -> None:
     config = dataclasses.replace(TINY_MODEL, encoder=encoder, use_audio=use_audio, displacement_head=head)
     clips = dataclasses.replace(TINY_CLIPS, outputs_per_second=outputs_per_second)
     model = build_model(config, clips)
@@ -134,7 +140,7 @@ def test_wrong_inputs_are_named() -> None:
 
 
 def test_bad_configs_are_rejected() -> None:
-    with pytest.raises(ValueError, match="multiple of model.num_heads"):
+    with pytest.raises(ValueError, match=r"multiple of model\.num_heads"):
         build_model(dataclasses.replace(TINY_MODEL, d_model=15), TINY_CLIPS)
     with pytest.raises(ValueError, match="audio_conv_channels"):
         build_model(dataclasses.replace(TINY_MODEL, audio_conv_channels=(4, 4)), TINY_CLIPS)
@@ -148,7 +154,9 @@ def test_every_parameter_learns() -> None:
     features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
     outputs = model(features, audio)
     sum(value.sum() for value in outputs.values()).backward()
-    no_gradient = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.isfinite().all()]
+    no_gradient = [
+        name for name, p in model.named_parameters() if p.grad is None or not p.grad.isfinite().all()
+    ]
     assert no_gradient == []
 
 

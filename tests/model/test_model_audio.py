@@ -62,7 +62,9 @@ def _small_backbone() -> VGGishBackbone:
     return VGGishBackbone(32, 32, SMALL_CHANNELS, (7, 7), 6)
 
 
-def _port_state_dict(channels: tuple[int, ...], flatten: int, hidden: int, out: int) -> dict[str, torch.Tensor]:
+def _port_state_dict(
+    channels: tuple[int, ...], flatten: int, hidden: int, out: int
+) -> dict[str, torch.Tensor]:
     """A state dict with the key names of the PyTorch VGGish port (torchvggish)."""
     state: dict[str, torch.Tensor] = {}
     in_channels = 1
@@ -70,7 +72,9 @@ def _port_state_dict(channels: tuple[int, ...], flatten: int, hidden: int, out: 
         state[f"features.{index}.weight"] = torch.randn(out_channels, in_channels, 3, 3)
         state[f"features.{index}.bias"] = torch.randn(out_channels)
         in_channels = out_channels
-    for index, (fan_in, fan_out) in zip((0, 2, 4), [(flatten, hidden), (hidden, hidden), (hidden, out)], strict=True):
+    for index, (fan_in, fan_out) in zip(
+        (0, 2, 4), [(flatten, hidden), (hidden, hidden), (hidden, out)], strict=True
+    ):
         state[f"embeddings.{index}.weight"] = torch.randn(fan_out, fan_in)
         state[f"embeddings.{index}.bias"] = torch.randn(fan_out)
     return state
@@ -139,7 +143,9 @@ def test_vggish_bad_files(tmp_path: Path) -> None:
     torch.save([torch.randn(2)], not_a_dict)
     with pytest.raises(AudioError, match="state dict"):
         load_vggish_weights(backbone, not_a_dict)
-    visual_only = build_model(ModelConfig(visual_dims=(4,), d_model=8, num_heads=2, use_audio=False), ClipConfig())
+    visual_only = build_model(
+        ModelConfig(visual_dims=(4,), d_model=8, num_heads=2, use_audio=False), ClipConfig()
+    )
     with pytest.raises(AudioError, match="no audio backbone"):
         load_vggish_weights(visual_only, unrelated)
 

@@ -104,11 +104,17 @@ def test_too_many_segments_for_the_tokens() -> None:
 
 
 def test_token_layout_is_time_major_visual_then_audio() -> None:
-    encodings = TokenEncodings(clip_seconds=4, num_visual_embeddings=EMBEDDINGS, num_audio_tokens=2, d_model=D_MODEL)
+    encodings = TokenEncodings(
+        clip_seconds=4, num_visual_embeddings=EMBEDDINGS, num_audio_tokens=2, d_model=D_MODEL
+    )
     with torch.no_grad():
         for parameter in encodings.parameters():
             parameter.zero_()
-    visual = torch.arange(4 * EMBEDDINGS, dtype=torch.float32).reshape(1, 4, EMBEDDINGS, 1).expand(-1, -1, -1, D_MODEL)
+    visual = (
+        torch.arange(4 * EMBEDDINGS, dtype=torch.float32)
+        .reshape(1, 4, EMBEDDINGS, 1)
+        .expand(-1, -1, -1, D_MODEL)
+    )
     audio = torch.full((1, 2, D_MODEL), -1.0)
     tokens = encodings(visual, audio)
     assert tokens.shape == (1, 4 * EMBEDDINGS + 2, D_MODEL)

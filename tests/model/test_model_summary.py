@@ -22,7 +22,11 @@ def _summary(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> list[s
 def test_paper_total_and_rows(capsys: pytest.CaptureFixture[str]) -> None:
     lines = _summary(["--config", str(CONFIGS / "astra_paper.yaml")], capsys)
     assert lines[-1] == "total_params: 168372918"
-    rows = {line.split()[0]: line.split()[1] for line in lines if line.split()[1:2] and line.split()[1][0].isdigit()}
+    rows = {
+        line.split()[0]: line.split()[1]
+        for line in lines
+        if line.split()[1:2] and line.split()[1][0].isdigit()
+    }
     assert rows["audio_backbone.embeddings"] == "119,546,368"
     assert rows["encoder"] == "9,457,152"
 
