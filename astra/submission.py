@@ -41,7 +41,7 @@ import numpy as np
 from astra.classes import CLASS_INDEX, CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
 
 _orjson: ModuleType | None
-try:  # Optional: parses the prediction files about twice as fast as the json module.
+try:  # Optional: parses prediction files about 1.5 times as fast as the json module.
     import orjson as _orjson
 except ImportError:
     _orjson = None
@@ -83,11 +83,11 @@ class Spots:
         if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) != 1:
             raise SubmissionError(f"Spots arrays must be 1-D of one length, got shapes {shapes}")
         # Check the values before the narrowing casts, which would wrap silently.
-        if not np.isin(raw["half"], (1, 2)).all():
-            raise SubmissionError(f"Spots.half must be 1 or 2, got {sorted(set(raw['half'].tolist()))}")
-        if len(raw["position_ms"]) and raw["position_ms"].min() < 0:
-            raise SubmissionError(f"Spots.position_ms must be >= 0, got {raw['position_ms'].min()}")
-        classes = raw["class_index"]
+        half, position_ms, classes = raw["half"], raw["position_ms"], raw["class_index"]
+        if len(half) and (half.min() < 1 or half.max() > 2):
+            raise SubmissionError(f"Spots.half must be 1 or 2, got {sorted(set(half.tolist()))}")
+        if len(position_ms) and position_ms.min() < 0:
+            raise SubmissionError(f"Spots.position_ms must be >= 0, got {position_ms.min()}")
         if len(classes) and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
             raise SubmissionError(
                 f"Spots.class_index must lie in [0, {NUM_CLASSES}), got {classes.min()} to {classes.max()}"
@@ -356,9 +356,9 @@ def _spots_by_columns(entries: list[Any]) -> Spots | None:
     kept = class_index >= 0
     if position_ms.min() < 0 or not np.isfinite(confidence[kept]).all():
         return None
-    ignored: Counter[str] = Counter()
-    if not kept.all():
-        ignored.update(str(label) for label in labels if label not in CLASS_INDEX)
+    if kept.all():
+        return Spots(half, position_ms, class_index, confidence)
+    ignored = Counter(str(label) for label in labels if label not in CLASS_INDEX)
     return Spots(half[kept], position_ms[kept], class_index[kept], confidence[kept], ignored)
 
 

@@ -41,19 +41,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="score a game without a predictions file as one without predictions (default: error)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that read the files (default 0: one per CPU core, at most 4)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
 
     from astra.evaluation.average_map import evaluate_files
 
+    # Reading the JSON files is most of the time; they are read in parallel.
+    workers = args.workers or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     result = evaluate_files(
         args.labels,
         args.predictions,
         split=args.split,
         metric=args.metric,
         allow_missing=args.allow_missing,
+        workers=workers,
     )
     if args.json:
         print(json.dumps(result.to_dict()))

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         updates[key] = yaml.safe_load(value)
     config = replace(config, updates)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_model(config.model, config.clips)
+    model = build_model(config.model, config.clips, load_pretrained=False)  # the checkpoint holds them
     model.load_state_dict(saved["model"])
     model.to(device).eval()
 

@@ -209,13 +209,16 @@ def evaluate_files(
     split: str | None = None,
     metric: str | Sequence[float] = "tight",
     allow_missing: bool = False,
+    workers: int = 1,
 ) -> AverageMAP:
     """Score a predictions folder or zip against ``<labels_root>/<game>/Labels-v2.json``.
 
     Games: ``games``, or those of ``split`` (``astra.data.splits.games_of_split``), or
     by default every folder under ``labels_root`` that holds a ``Labels-v2.json``.
     A game without a predictions file is an error unless ``allow_missing``; bad files
-    raise errors (ValueError subclasses) that name them.
+    raise errors (ValueError subclasses) that name them. ``workers`` > 1 reads the
+    files in that many processes (forked; where fork is unavailable, in this one):
+    parsing JSON is most of the time of a whole evaluation.
     """
     labels_root = Path(labels_root)
     if games is not None and split is not None:
@@ -226,11 +229,10 @@ def evaluate_files(
         games = _games_with_labels(labels_root)
         if not games:
             raise EvaluationError(f"{labels_root}: no {LABELS_FILENAME} found under this folder")
-    labels = {game: _read_labels(labels_root / game / LABELS_FILENAME) for game in games}
     available = open_predictions(predictions)
-    missing = [game for game in labels if game not in available]
+    missing = [game for game in games if game not in available]
     _check_missing(missing, allow_missing, where=str(predictions))
-    spots = {game: available[game] if game in available else Spots.empty() for game in labels}
+    labels, spots = _read_games(labels_root, available, list(dict.fromkeys(games)), workers)
     _log_ignored(labels.values(), "labels")
     _log_ignored(spots.values(), "predictions")
     return evaluate_spots(labels, spots, metric)
@@ -581,6 +583,46 @@ def _trapezoid_mean(values: Sequence[float]) -> float:
 
 # ----------------------------------------------------------------------------------
 # Files
+
+
+def _read_games(
+    labels_root: Path, available: Mapping[str, Spots], games: list[str], workers: int
+) -> tuple[dict[str, Annotations], dict[str, Spots]]:
+    """Labels and predictions (none when missing) of ``games``, in ``workers`` processes."""
+    import multiprocessing
+
+    workers = max(1, min(workers, len(games) // 4))  # a few games per process at least
+    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        read = _read_some_games(labels_root, available, games)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [games[number::workers] for number in range(workers)]
+        # Forked workers start at once with everything imported; this process reads a share too.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
+            futures = [pool.submit(_read_some_games, labels_root, available, chunk) for chunk in chunks[1:]]
+            read = _read_some_games(labels_root, available, chunks[0])
+            for future in futures:
+                read += future.result()
+        order = {game: number for number, game in enumerate(games)}
+        read.sort(key=lambda item: order[item[0]])
+    labels = {game: annotations for game, annotations, _ in read}
+    spots = {game: predictions for game, _, predictions in read}
+    return labels, spots
+
+
+def _read_some_games(
+    labels_root: Path, available: Mapping[str, Spots], games: list[str]
+) -> list[tuple[str, Annotations, Spots]]:
+    return [
+        (
+            game,
+            _read_labels(labels_root / game / LABELS_FILENAME),
+            available[game] if game in available else Spots.empty(),
+        )
+        for game in games
+    ]
 
 
 def _games_with_labels(root: Path) -> list[str]:

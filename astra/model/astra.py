@@ -113,10 +113,8 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             else ClassificationHead(d_model, num_outputs, model.head_dropout, sigmoid=False)
         ),
     )
-    # ModelConfig.vggish_weights (a path, "" for none) where the config defines it.
-    weights = getattr(model, "vggish_weights", "")
-    if weights and model.use_audio and load_pretrained:
-        load_vggish_weights(network, weights)
+    if model.vggish_weights and model.use_audio and load_pretrained:
+        load_vggish_weights(network, model.vggish_weights)
     return network
 
 

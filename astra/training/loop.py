@@ -89,7 +89,10 @@ def fit(
     )
     _check_feature_dims(config, train_halves + valid_halves)
 
-    model = build_model(config.model, config.clips).to(device)
+    checkpoints = out_dir / "checkpoints"
+    resume_path = Path(resume_from) if resume_from else checkpoints / checkpoint.LAST
+    # Pretrained VGGish weights matter only for a fresh run: a checkpoint holds the fine-tuned ones.
+    model = build_model(config.model, config.clips, load_pretrained=not resume_path.is_file()).to(device)
     core = model
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -112,8 +115,6 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     state = _TrainingState()
-    checkpoints = out_dir / "checkpoints"
-    resume_path = Path(resume_from) if resume_from else checkpoints / checkpoint.LAST
     if resume_path.is_file():
         saved = checkpoint.load(resume_path, map_location=device)
         core.load_state_dict(saved["model"])
