@@ -34,12 +34,43 @@ FRAMES_PER_SECOND: int = 2
 
 # Soft-NMS windows (seconds) hand-tuned by the ASTRA authors, in class order.
 PAPER_SOFT_NMS_WINDOWS_SECONDS: tuple[float, ...] = (
-    5, 7, 9, 12, 10, 14, 14, 5, 8, 8, 8, 8, 13, 5, 6, 6, 6,
+    5,
+    7,
+    9,
+    12,
+    10,
+    14,
+    14,
+    5,
+    8,
+    8,
+    8,
+    8,
+    13,
+    5,
+    6,
+    6,
+    6,
 )
 
 # Annotation counts over the 500 labelled games (Table 1 of the paper): the
 # simulator's default long tail.
 PAPER_CLASS_COUNTS: tuple[int, ...] = (
-    173, 2566, 1703, 2839, 2098, 5820, 5256, 7896, 31810, 18918,
-    11674, 10521, 2200, 4836, 2047, 55, 46,
+    173,
+    2566,
+    1703,
+    2839,
+    2098,
+    5820,
+    5256,
+    7896,
+    31810,
+    18918,
+    11674,
+    10521,
+    2200,
+    4836,
+    2047,
+    55,
+    46,
 )

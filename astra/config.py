@@ -82,7 +82,9 @@ class ModelConfig:
     audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)  # VGGish conv stack
     audio_hidden_dims: tuple[int, ...] = (4096, 4096)  # VGGish fully-connected layers
     audio_patch_frames: int = 96  # 0.96-s VGGish patches
-    vggish_weights: str = ""  # AudioSet VGGish state dict (PyTorch port) for the audio CNN; "" trains it from scratch
+    vggish_weights: str = (
+        ""  # AudioSet VGGish state dict (PyTorch port) for the audio CNN; "" trains it from scratch
+    )
     displacement_head: Literal["uncertainty", "plain"] = "uncertainty"  # M8 ablation: plain (MSE)
     temporal_dropout_p: float = 0.5  # p_td: replace a whole time step by a learnt vector (M5)
     temporal_switch_p: float = 0.3  # p_ts: swap adjacent steps (M5)

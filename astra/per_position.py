@@ -46,7 +46,9 @@ def read_game(root: str | Path, game: str) -> dict[int, np.ndarray]:
         halves = {int(name.removeprefix("half")): archive[name].astype(np.float32) for name in archive.files}
     for half, array in halves.items():
         if array.ndim != 2 or array.shape[1] != NUM_CLASSES:
-            raise PerPositionError(f"{path}: half{half} has shape {array.shape}, expected [frames, {NUM_CLASSES}]")
+            raise PerPositionError(
+                f"{path}: half{half} has shape {array.shape}, expected [frames, {NUM_CLASSES}]"
+            )
     return halves
 
 

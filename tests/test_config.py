@@ -71,5 +71,5 @@ def test_round_trip_through_a_plain_dict() -> None:
 def test_replace_checks_the_updates() -> None:
     config = replace(ExperimentConfig(), {"loss.uncertainty_alpha": 0.4})
     assert config.loss.uncertainty_alpha == 0.4
-    with pytest.raises(ConfigError, match="loss.alpha"):
+    with pytest.raises(ConfigError, match=r"loss\.alpha"):
         replace(config, {"loss.alpha": 0.4})

@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     for override in args.overrides:
         key, _, value = override.partition("=")
         if not key.startswith("inference."):
-            raise ValueError(f"override {override!r}: only inference.* settings can change at prediction time")
+            raise ValueError(
+                f"override {override!r}: only inference.* settings can change at prediction time"
+            )
         import yaml
 
         updates[key] = yaml.safe_load(value)
@@ -56,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     model.load_state_dict(saved["model"])
     model.to(device).eval()
 
-    roots = DataRoots.single(args.data, features_pattern=config.data.features_filename, audio_pattern=config.data.audio_filename)
+    roots = DataRoots.single(
+        args.data, features_pattern=config.data.features_filename, audio_pattern=config.data.audio_filename
+    )
     halves = load_split(roots, args.split, with_audio=config.model.use_audio, require_labels=False)
     out = Path(args.out)
     results: dict[str, Spots] = {}

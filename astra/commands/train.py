@@ -18,7 +18,9 @@ HELP = "train a model (plain, or on Ray Train workers with --workers)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)"
+    )
     parser.add_argument("--data", required=True, help="dataset root (labels, features and audio)")
     parser.add_argument("--features-root", help="features root, if not under --data")
     parser.add_argument("--audio-root", help="audio root, if not under --data")
@@ -39,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
     config = load_config(args.config, overrides)
-    roots = DataRoots.single(args.data, features_pattern=config.data.features_filename, audio_pattern=config.data.audio_filename)
+    roots = DataRoots.single(
+        args.data, features_pattern=config.data.features_filename, audio_pattern=config.data.audio_filename
+    )
     if args.features_root or args.audio_root:
         from pathlib import Path
 
@@ -53,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 0:
         from astra.training.ray_train import train_with_ray
 
-        result = train_with_ray(config, roots, args.out, num_workers=args.workers, use_gpu=args.gpu, name=args.name)
+        result = train_with_ray(
+            config, roots, args.out, num_workers=args.workers, use_gpu=args.gpu, name=args.name
+        )
         print(f"best valid tight a-mAP: {result.metrics.get('best_valid_tight_a_map')}")
         return 0
     from astra.training.loop import fit

@@ -116,12 +116,16 @@ def _half_and_position(annotation: dict[str, Any], where: str) -> tuple[int, int
         raise LabelsError(f"{where}: gameTime {time!r} is not of the form '<half> - MM:SS'")
     half = int(time[0])
     if half not in (1, 2):
-        raise LabelsError(f"{where}: gameTime {time!r} names half {half}; SoccerNet games have halves 1 and 2")
+        raise LabelsError(
+            f"{where}: gameTime {time!r} names half {half}; SoccerNet games have halves 1 and 2"
+        )
     if "position" in annotation:
         try:
             position_ms = int(annotation["position"])
         except (TypeError, ValueError):
-            raise LabelsError(f"{where}: position {annotation['position']!r} is not whole milliseconds") from None
+            raise LabelsError(
+                f"{where}: position {annotation['position']!r} is not whole milliseconds"
+            ) from None
     else:
         # As the official tools: the second-precision gameTime stands in for a missing position.
         try:

@@ -55,9 +55,14 @@ def shard(plan: np.ndarray, rank: int, world_size: int, batch_size: int) -> np.n
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Item ``i`` of a plan: ``(features [T, D], audio [mels, T*100] or empty, class [L, C+1], displacement [L, C+1])``."""
+    """Item ``i`` of a plan: ``(features [T, D], audio [mels, T*100] or empty, class, displacement)``.
 
-    def __init__(self, halves: Sequence[Half], plan: np.ndarray, clips: ClipConfig, *, with_audio: bool) -> None:
+    The targets are ``[L, C+1]`` each (NaN: no displacement target).
+    """
+
+    def __init__(
+        self, halves: Sequence[Half], plan: np.ndarray, clips: ClipConfig, *, with_audio: bool
+    ) -> None:
         self.halves = halves
         self.plan = plan
         self.clips = clips

@@ -38,7 +38,13 @@ def train_with_ray(
         _train_worker,
         train_loop_config={
             "config": config.to_dict(),
-            "roots": [str(roots.labels), str(roots.features), str(roots.audio), roots.features_pattern, roots.audio_pattern],
+            "roots": [
+                str(roots.labels),
+                str(roots.features),
+                str(roots.audio),
+                roots.features_pattern,
+                roots.audio_pattern,
+            ],
             "out_dir": str(Path(out_dir).resolve()),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),

@@ -49,7 +49,9 @@ def test_fit_writes_checkpoints_config_and_reports_each_epoch(tiny_dataset, tmp_
     )
     assert [metrics["epoch"] for metrics, _ in reports] == [1, 2, 3]
     assert all(folder == tmp_path / "checkpoints" for _, folder in reports)
-    assert {"train_loss", "valid_tight_a_map", "best_valid_tight_a_map", "learning_rate"} <= set(reports[0][0])
+    assert {"train_loss", "valid_tight_a_map", "best_valid_tight_a_map", "learning_rate"} <= set(
+        reports[0][0]
+    )
     assert result.epochs_run == 3
     assert result.best_valid_tight_a_map == max(metrics["valid_tight_a_map"] for metrics, _ in reports)
     for name in ("last.pt", "best.pt"):
@@ -97,15 +99,28 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(tiny_dataset
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         reports: list[float] = []
         config = tiny_config("model.use_audio=false", "train.epochs=1", f"train.seed={seed}")
-        fit(config, roots, tmp_path / name, reporter=lambda m, _, r=reports: r.append(m["train_loss"]), progress=False)
+        fit(
+            config,
+            roots,
+            tmp_path / name,
+            reporter=lambda m, _, r=reports: r.append(m["train_loss"]),
+            progress=False,
+        )
         losses[name] = reports
     assert losses["a"] == losses["b"]
     assert losses["a"] != losses["c"]
 
 
 def test_feature_width_that_does_not_match_the_config_is_named(tiny_dataset, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"model.visual_dims \[8, 8\] sum to 16, but .*baidu_soccer_embeddings.npy has 36"):
-        fit(tiny_config("model.visual_dims=[8, 8]"), DataRoots.single(tiny_dataset.root), tmp_path, progress=False)
+    with pytest.raises(
+        ConfigError, match=r"model.visual_dims \[8, 8\] sum to 16, but .*baidu_soccer_embeddings.npy has 36"
+    ):
+        fit(
+            tiny_config("model.visual_dims=[8, 8]"),
+            DataRoots.single(tiny_dataset.root),
+            tmp_path,
+            progress=False,
+        )
 
 
 def test_a_save_that_fails_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch) -> None:
@@ -127,10 +142,10 @@ def test_a_save_that_fails_leaves_the_previous_checkpoint_intact(tmp_path: Path,
 def test_checkpoints_load_without_unpickling_arbitrary_objects(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "config": {}, "payload": Interrupt()}, path)
-    with pytest.raises(checkpoint.CheckpointError, match="evil.pt: not a readable checkpoint"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"evil\.pt: not a readable checkpoint"):
         checkpoint.load(path)
     (tmp_path / "other.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(checkpoint.CheckpointError, match="other.pt"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"other\.pt"):
         checkpoint.load(tmp_path / "other.pt")
     with pytest.raises(checkpoint.CheckpointError, match="not found"):
         checkpoint.load(tmp_path / "missing.pt")

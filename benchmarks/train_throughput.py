@@ -1,0 +1,109 @@
+"""Training throughput of the paper preset (clips per second), and where the time goes.
+
+One training step = forward, loss, backward and the Adam step, on random inputs of
+the paper's shapes (visual [B, 50, 8576], audio [B, 128, 5000] mel power), fp32 on
+the CPU (or the default CUDA device with --device cuda, where bf16 autocast is used).
+
+  .venv/bin/python benchmarks/train_throughput.py                 # visual-only, batch 8
+  .venv/bin/python benchmarks/train_throughput.py --audio --batch-size 2
+  .venv/bin/python benchmarks/train_throughput.py --audio --batch-size 2 --profile
+
+--compare-optimizer times the same steps with PyTorch's default (foreach) Adam and
+with the fused Adam the trainer uses, side by side in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from astra.config import load_config
+from astra.losses import total_loss
+from astra.model import build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", action="append", default=[], help="config files (default: the paper preset)"
+    )
+    parser.add_argument("--audio", action="store_true", help="with the audio branch (default: visual only)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of one step")
+    parser.add_argument("--compare-optimizer", action="store_true", help="foreach Adam vs fused Adam")
+    args = parser.parse_args()
+
+    config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}"])
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(config.model, config.clips).to(device).train()
+    batch = args.batch_size
+    features = torch.randn(batch, config.clips.clip_seconds, sum(config.model.visual_dims), device=device)
+    audio = (
+        torch.rand(batch, config.clips.mel_bins, config.clips.clip_seconds * 100, device=device)
+        if args.audio
+        else None
+    )
+    classification = torch.zeros(batch, config.clips.num_outputs, config.model.num_classes + 1, device=device)
+    classification[..., 0] = 1
+    classification[:, 40:50, 0], classification[:, 40:50, 9] = 0, 1
+    displacement = torch.full_like(classification, float("nan"))
+    displacement[:, 38:52, 9] = torch.arange(-7, 7, device=device, dtype=torch.float32)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+
+    def make_step(fused: bool):
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=1e-6, amsgrad=True, weight_decay=1e-5, fused=fused
+        )
+
+        def step() -> None:
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                outputs = model(features, audio)
+            loss, _ = total_loss(
+                {k: v.float() for k, v in outputs.items()},
+                classification,
+                displacement,
+                config.loss,
+                config.clips,
+                uncertainty=config.model.displacement_head == "uncertainty",
+            )  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        return step
+
+    variants = {"fused Adam": make_step(True)}
+    if args.compare_optimizer:
+        variants = {"foreach Adam": make_step(False), **variants}
+    print(f"paper preset, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
+    for name, step in variants.items():
+        for _ in range(2):
+            step()
+        times = []
+        for _ in range(args.steps):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        median = statistics.median(times)
+        print(f"{name:>13}: {median:.3f} s per step, {batch / median:.3f} clips/s (median of {args.steps})")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            list(variants.values())[-1]()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
