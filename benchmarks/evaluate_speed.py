@@ -7,7 +7,8 @@ about 2,000 predictions per game, then times, side by side and several times eac
 - the official evaluator (``soccernet`` pip package), tight then loose in one process;
 - ``python -m astra evaluate --metric tight --json`` and the same with ``loose``.
 
-Each run is a whole process, from start to exit. Prints the medians and the ratio
+Each run is a whole process, from start to exit. Prints the medians of wall time and of
+CPU time (user + system; steadier when other jobs share the machine) and the ratios
 official / ours (tight + loose), and checks that both give the same six values.
 
     python benchmarks/evaluate_speed.py [--games 100] [--repeats 3] [--work DIR]
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -137,19 +139,27 @@ def run_benchmark(labels_root: Path, predictions_root: Path, repeats: int) -> No
     evaluate = [sys.executable, "-m", "astra", "evaluate", "--labels", str(labels_root)]
     evaluate += ["--predictions", str(predictions_root), "--json"]
     ours = {metric: [*evaluate, "--metric", metric] for metric in ("tight", "loose")}
-    times: dict[str, list[float]] = {"official": [], "tight": [], "loose": []}
+    wall: dict[str, list[float]] = {"official": [], "tight": [], "loose": []}
+    cpu: dict[str, list[float]] = {"official": [], "tight": [], "loose": []}
     outputs: dict[str, str] = {}
     for _ in range(repeats):
         # Interleaved, so that a busy moment of the machine hits both sides alike.
-        times["official"].append(_timed(official_command, outputs, "official"))
-        for metric, command in ours.items():
-            times[metric].append(_timed(command, outputs, metric))
-    official = statistics.median(times["official"])
-    tight, loose = statistics.median(times["tight"]), statistics.median(times["loose"])
-    print(f"official evaluator, tight + loose in one process: {official:7.2f} s (median of {repeats})")
-    print(f"astra evaluate --metric tight:                    {tight:7.2f} s")
-    print(f"astra evaluate --metric loose:                    {loose:7.2f} s")
-    print(f"ratio official / ours (tight + loose):           {official / (tight + loose):7.1f} x")
+        for name, command in (("official", official_command), *ours.items()):
+            seconds, cpu_seconds = _timed(command, outputs, name)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    print(f"median of {repeats} runs        wall s   CPU s (user + system, all processes)")
+    for name, label in (
+        ("official", "official, tight + loose"),
+        ("tight", "astra evaluate, tight"),
+        ("loose", "astra evaluate, loose"),
+    ):
+        print(f"{label:<27} {statistics.median(wall[name]):7.2f} {statistics.median(cpu[name]):7.2f}")
+    for what, times in (("wall", wall), ("CPU", cpu)):
+        ratio = statistics.median(times["official"]) / (
+            statistics.median(times["tight"]) + statistics.median(times["loose"])
+        )
+        print(f"ratio official / ours (tight + loose), {what} time: {ratio:.1f} x")
     reference = json.loads(outputs["official"].strip().splitlines()[-1])
     for metric in ("tight", "loose"):
         mine = json.loads(outputs[metric].strip().splitlines()[-1])
@@ -160,14 +170,17 @@ def run_benchmark(labels_root: Path, predictions_root: Path, repeats: int) -> No
         print(f"{metric}: a_mAP {mine['a_mAP']:.6f}, largest gap to the official value {difference:.1e}")
 
 
-def _timed(command: list[str], outputs: dict[str, str], name: str) -> float:
+def _timed(command: list[str], outputs: dict[str, str], name: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the process and its children) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0:
         sys.exit(f"{name} failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
     outputs[name] = completed.stdout
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 if __name__ == "__main__":

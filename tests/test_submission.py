@@ -30,6 +30,16 @@ GAMES = (
 )
 
 
+@pytest.fixture(params=["json", "msgspec"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each way of reading files: the json module, and msgspec when installed."""
+    if request.param == "json":
+        monkeypatch.setattr(submission, "_msgspec", None)
+    else:
+        pytest.importorskip("msgspec", reason="the optional msgspec reader is not installed")
+    return request.param
+
+
 def random_spots(seed: int, count: int = 300) -> Spots:
     rng = np.random.default_rng(seed)
     confidence = rng.random(count)
@@ -48,7 +58,7 @@ def assert_same_spots(read: Spots, written: Spots) -> None:
         np.testing.assert_array_equal(getattr(read, name), getattr(written, name), err_msg=name)
 
 
-def test_results_round_trip_exactly_in_file_order(tmp_path: Path) -> None:
+def test_results_round_trip_exactly_in_file_order(tmp_path: Path, reader: str) -> None:
     spots = random_spots(0)
     path = tmp_path / GAMES[0] / RESULTS_FILENAME
     write_results(path, GAMES[0], spots)
@@ -129,7 +139,7 @@ def test_nothing_is_written_when_a_game_cannot_be(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and not (tmp_path / "s.zip").exists()
 
 
-def test_reading_follows_the_official_tool(tmp_path: Path) -> None:
+def test_reading_follows_the_official_tool(reader: str) -> None:
     entries = [
         {"label": "Goal", "position": "43000", "half": "1", "confidence": "0.95"},
         # Numbers as numbers, an unknown label without confidence, overwrites in file order.
@@ -175,12 +185,38 @@ def with_entry(**changes: Any) -> bytes:
         (with_entry(label=["Goal"]), "label"),
     ],
 )
-def test_malformed_files_raise_errors_naming_the_file(document: bytes, message: str, tmp_path: Path) -> None:
+def test_malformed_files_raise_errors_naming_the_file(
+    document: bytes, message: str, tmp_path: Path, reader: str
+) -> None:
     path = tmp_path / RESULTS_FILENAME
     path.write_bytes(document)
     with pytest.raises(SubmissionError, match=message) as error:
         read_results(path)
     assert str(path) in str(error.value)
+
+
+def test_both_readers_read_numbers_as_python_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("msgspec", reason="the optional msgspec reader is not installed")
+    rng = np.random.default_rng(11)
+    values = np.concatenate([rng.random(3000), rng.random(1000) * 10.0 ** rng.integers(-20, 5, 1000)])
+    entries = [
+        {
+            "label": CLASSES[number % NUM_CLASSES],
+            "position": number * 700,
+            "half": 1 + number % 2,
+            "confidence": value,
+        }
+        for number, value in enumerate(values.tolist())
+    ]
+    entries += [{**entry, "confidence": repr(entry["confidence"])} for entry in entries[:500]]
+    data = json.dumps({"UrlLocal": "game", "predictions": entries}).encode()
+    with monkeypatch.context() as patch:
+        patch.setattr(submission.json, "loads", None)  # msgspec alone must read this file
+        game, fast = read_results(data)
+    monkeypatch.setattr(submission, "_msgspec", None)
+    assert read_results(data)[0] == game == "game"
+    assert_same_spots(fast, read_results(data)[1])
+    np.testing.assert_array_equal(fast.confidence, [float(entry["confidence"]) for entry in entries])
 
 
 def test_missing_sources_raise_clear_errors(tmp_path: Path) -> None:

@@ -45,18 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=0,
-        help="processes that read the files (default 0: one per CPU core, at most 4)",
+        help="processes that read the files (default 0: one per idle CPU core, at most 4)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
 
     from astra.evaluation.average_map import evaluate_files
 
-    # Reading the JSON files is most of the time; they are read in parallel.
-    workers = args.workers or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    workers = args.workers or _idle_cores(limit=4)
     result = evaluate_files(
         args.labels,
         args.predictions,
@@ -70,3 +68,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(result.summary())
     return 0
+
+
+def _idle_cores(limit: int) -> int:
+    """CPU cores left idle by the machine's load (at least 1, at most ``limit``).
+
+    Reading the JSON files is most of the time of an evaluation, and spreads well over
+    processes; on a busy machine, extra processes only wait for each other.
+    """
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(limit, round(cores - load)))

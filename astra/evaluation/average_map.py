@@ -48,11 +48,13 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from astra.classes import CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
+from astra.classes import CLASS_INDEX, CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
 from astra.data.labels import LABELS_FILENAME, Annotations, LabelsError, parse_labels
 from astra.data.splits import games_of_split
 from astra.submission import Spots, load_json, open_predictions
@@ -74,6 +76,7 @@ VECTOR_FRAMES: int = 120 * 60 * FRAMES_PER_SECOND
 NUM_THRESHOLDS: int = 200
 # Classes with not-shown events in SoccerNet-v2: the official not-shown a-mAP is rescaled by 17 / 13.
 NUM_CLASSES_WITH_UNSHOWN: int = 13
+_HALVES: dict[str, int] = {"1": 1, "2": 2}  # the first character of gameTime
 
 
 class EvaluationError(ValueError):
@@ -229,6 +232,9 @@ def evaluate_files(
         games = _games_with_labels(labels_root)
         if not games:
             raise EvaluationError(f"{labels_root}: no {LABELS_FILENAME} found under this folder")
+    without_labels = [game for game in games if not (labels_root / game / LABELS_FILENAME).is_file()]
+    if without_labels:
+        raise LabelsError(f"{labels_root / without_labels[0] / LABELS_FILENAME}: label file not found")
     available = open_predictions(predictions)
     missing = [game for game in games if game not in available]
     _check_missing(missing, allow_missing, where=str(predictions))
@@ -283,15 +289,16 @@ def _frames(position_ms: np.ndarray) -> np.ndarray:
 def _last_of_each_key(keys: np.ndarray) -> np.ndarray:
     """Indices of the last occurrence of every distinct key, in key order (a later entry wins)."""
     count = len(keys)
-    if count == 0 or int(keys.max()) >= 2**62 // count:
+    index_bits = max(count - 1, 1).bit_length()
+    if count == 0 or int(keys.max()) >= 2 ** (62 - index_bits):
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
     else:
-        # Sorting key * count + index (all distinct) is a stable sort by key, and np.sort
+        # Sorting (key << bits) | index (all distinct) is a stable sort by key, and np.sort
         # of int64 is several times faster than a stable argsort.
-        composite = np.sort(keys * count + np.arange(count, dtype=np.int64))
-        sorted_keys = composite // count
-        order = composite - sorted_keys * count
+        composite = np.sort((keys << index_bits) | np.arange(count, dtype=np.int64))
+        sorted_keys = composite >> index_bits
+        order = composite & ((1 << index_bits) - 1)
     last = np.ones(count, dtype=bool)
     last[:-1] = sorted_keys[1:] != sorted_keys[:-1]
     return order[last]
@@ -367,32 +374,27 @@ def _score(
     """The official six values from sorted event keys ``[G]`` and prediction keys/scores ``[P]``."""
     if num_games == 0:
         raise EvaluationError("no games to evaluate")
-    event_class = (events.keys // stride) % NUM_CLASSES
+    event_block = events.keys // stride
+    block = keys // stride
+    event_class = event_block % NUM_CLASSES
     num_visible = np.bincount(event_class[events.values > 0], minlength=NUM_CLASSES)
     num_unshown = np.bincount(event_class[events.values < 0], minlength=NUM_CLASSES)
 
-    closest = _closest_visibility(events, keys, stride)
-    visible = closest > 0
-    unshown = closest < 0
+    # Every prediction is visible or not shown (the visibility of its closest event, "not
+    # shown" without one), so one histogram per visibility holds all three variants.
+    unshown = _closest_visibility(events, event_block, keys, block) < 0
     # Threshold bin of each score: the number of thresholds <= score, so that
     # "score >= thresholds[i]" is "bin > i".
-    cell = ((keys // stride) % NUM_CLASSES) * (NUM_THRESHOLDS + 1) + _threshold_bins(scores)
+    cell = (unshown * NUM_CLASSES + block % NUM_CLASSES) * (NUM_THRESHOLDS + 1) + _threshold_bins(scores)
     detected = _count_at_thresholds(cell)
-    detected_visible = _count_at_thresholds(cell[visible])
-    detected_unshown = _count_at_thresholds(cell[unshown])
+    num_events = np.stack([num_visible + num_unshown, num_visible, num_unshown])  # [3, 17]
 
     priority, by_priority = _priorities(scores)
-    per_class: list[np.ndarray] = []
-    per_class_visible: list[np.ndarray] = []
-    per_class_unshown: list[np.ndarray] = []
+    by_delta = []  # [3, 17] per delta: all, visible, not shown
     for delta in deltas:
         true_positive = _match(events.keys, keys, priority, by_priority, _radius_frames(delta))
-        hits = _count_at_thresholds(cell[true_positive])
-        hits_visible = _count_at_thresholds(cell[true_positive & visible])
-        hits_unshown = _count_at_thresholds(cell[true_positive & unshown])
-        per_class.append(_average_precision(hits, detected, num_visible + num_unshown))
-        per_class_visible.append(_average_precision(hits_visible, detected_visible, num_visible))
-        per_class_unshown.append(_average_precision(hits_unshown, detected_unshown, num_unshown))
+        by_delta.append(_average_precision(_count_at_thresholds(cell[true_positive]), detected, num_events))
+    per_class, per_class_visible, per_class_unshown = ([row[v] for row in by_delta] for v in range(3))
 
     # As official: mAP = np.mean of the [17] per-class APs at each delta.
     mAP = [np.mean(values) for values in per_class]
@@ -431,7 +433,9 @@ def _score(
     )
 
 
-def _closest_visibility(events: _Events, keys: np.ndarray, stride: int) -> np.ndarray:
+def _closest_visibility(
+    events: _Events, event_block: np.ndarray, keys: np.ndarray, block: np.ndarray
+) -> np.ndarray:
     """``[P]`` +1 / -1: the visibility of each prediction's closest event of its class and half.
 
     The official "closest" vector: between consecutive events ``a < b`` of one block,
@@ -447,8 +451,6 @@ def _closest_visibility(events: _Events, keys: np.ndarray, stride: int) -> np.nd
     previous = np.cumsum(np.bincount(places, minlength=len(keys) + 1)[: len(keys)]) - 1
     previous_clipped = np.maximum(previous, 0)
     following_clipped = np.minimum(previous + 1, count - 1)
-    block = keys // stride
-    event_block = events.keys // stride
     has_previous = (previous >= 0) & (event_block[previous_clipped] == block)
     has_following = (previous + 1 < count) & (event_block[following_clipped] == block)
     # Keys of one block share the block offset, so (a + b) // 2 of keys is that of frames.
@@ -490,7 +492,9 @@ def _match(
     # Taken predictions get a priority past every real one; the extra last element
     # lets a window end at the last prediction (reduceat needs an index < length).
     taken = len(keys)
-    available = np.append(priority, taken)
+    available = np.empty(len(keys) + 1, dtype=np.int64)
+    available[:-1] = priority
+    available[-1] = taken
     for rank_first, rank_stop in itertools.pairwise(rank_bounds):
         if rank_first == rank_stop:
             continue
@@ -554,22 +558,23 @@ def _threshold_bins(scores: np.ndarray) -> np.ndarray:
 
 
 def _count_at_thresholds(cell: np.ndarray) -> np.ndarray:
-    """``[17, 200]`` number of predictions per class with a score >= each threshold."""
-    histogram = np.bincount(cell, minlength=NUM_CLASSES * (NUM_THRESHOLDS + 1))
-    histogram = histogram.reshape(NUM_CLASSES, NUM_THRESHOLDS + 1)
-    at_least = np.cumsum(histogram[:, ::-1], axis=1)[:, ::-1]
-    return at_least[:, 1:]
+    """``[3, 17, 200]`` predictions with a score >= each threshold: all, visible, not shown."""
+    histogram = np.bincount(cell, minlength=2 * NUM_CLASSES * (NUM_THRESHOLDS + 1))
+    histogram = histogram.reshape(2, NUM_CLASSES, NUM_THRESHOLDS + 1)  # visible, not shown
+    at_least = np.cumsum(histogram[:, :, ::-1], axis=2)[:, :, ::-1]  # [v, c, b]: bin >= b
+    above = at_least[:, :, 1:]  # score >= thresholds[i] is bin >= i + 1
+    return np.stack([above[0] + above[1], above[0], above[1]])
 
 
 def _average_precision(hits: np.ndarray, detected: np.ndarray, num_events: np.ndarray) -> np.ndarray:
-    """``[17]`` official 11-point AP from ``[17, 200]`` true positives and detections."""
+    """``[3, 17]`` official 11-point AP from ``[3, 17, 200]`` true positives and detections."""
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.nan_to_num(hits.astype(np.float64) / detected)
-        recall = np.nan_to_num(hits.astype(np.float64) / num_events[:, None])
-    total = np.zeros(NUM_CLASSES)
+        recall = np.nan_to_num(hits.astype(np.float64) / num_events[:, :, None])
+    total = np.zeros(num_events.shape)
     # Official: AP += max precision at recall >= j, j in np.arange(11) / 10, then / 11.
     for level in np.arange(11) / 10:
-        total += np.where(recall >= level, precision, 0.0).max(axis=1)
+        total += np.where(recall >= level, precision, 0.0).max(axis=2)
     return total / 11
 
 
@@ -638,7 +643,38 @@ def _read_labels(path: Path) -> Annotations:
         data = path.read_bytes()
     except FileNotFoundError:
         raise LabelsError(f"{path}: label file not found") from None
-    return parse_labels(load_json(data, str(path), LabelsError), source=str(path))
+    document = load_json(data, str(path), LabelsError)
+    annotations = _annotations_by_columns(document)
+    return parse_labels(document, source=str(path)) if annotations is None else annotations
+
+
+def _annotations_by_columns(document: Any) -> Annotations | None:
+    """``astra.data.labels.parse_labels`` by whole columns, for the common well-formed file.
+
+    Several times faster; None for anything unusual (a missing position, an odd
+    gameTime, a value of another type), which parse_labels then reads and checks.
+    """
+    entries = document.get("annotations") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        return None
+    try:
+        labels = [entry["label"] for entry in entries]
+        times = [entry["gameTime"] for entry in entries]
+        positions = np.array([entry["position"] for entry in entries], dtype=np.int64)
+        visibilities = [entry.get("visibility") for entry in entries]
+        count = len(labels)
+        class_index = np.fromiter(map(CLASS_INDEX.get, labels, repeat(-1)), dtype=np.int16, count=count)
+        if not all(type(time) is str and len(time) >= 5 for time in times):
+            return None
+        half = np.fromiter(map(_HALVES.get, [time[0] for time in times]), dtype=np.int8, count=count)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    if positions.min() < 0:
+        return None
+    visible = np.array([visibility != "not shown" for visibility in visibilities], dtype=bool)
+    kept = class_index >= 0
+    ignored = Counter(str(label) for label in labels if label not in CLASS_INDEX)
+    return Annotations(half[kept], positions[kept], class_index[kept], visible[kept], ignored)
 
 
 def _check_missing(missing: list[str], allow_missing: bool, where: str = "the predictions") -> None:

@@ -11,15 +11,14 @@ Fixtures:
 ``root/predictions/<game>/results_spotting.json`` for a few games with short halves.
 Every case holds, besides random events and predictions:
 
-- events: "not shown" ones, one without ``position`` (its gameTime stands in), labels
-  outside the 17 classes, two events on one frame and class (the later one wins), one at
-  0 ms, one past 120 minutes (clamped to the last frame), clusters of one class closer
-  than the tolerances, classes without any event;
+- events: "not shown" ones, two without ``position`` in the first game (the gameTime
+  stands in), labels outside the 17 classes, two events on one frame and class (the
+  later one wins), one at 0 ms, one past 120 minutes (clamped to the last frame),
+  clusters of one class closer than the tolerances, classes without any event;
 - predictions: many on one frame and class (a later one overwrites, a negative one too),
   past 120 minutes, tied scores, negative confidences, confidences of exactly 0, of 1 and
   above 1, confidences as JSON numbers and as strings, labels outside the 17 classes,
   predictions of a class that has no event, and a half without predictions.
-
 """
 
 from __future__ import annotations
@@ -130,9 +129,10 @@ def _random_game(rng: random.Random, first_game: bool) -> tuple[list[dict[str, A
         predicted.append((half, rng.randrange(length_ms), UNLABELLED_CLASS))
         predicted.append((half, PAST_120_MINUTES_MS + rng.randrange(10**7), rng.choice(BUSY_CLASSES)))
         predicted.append((half, rng.randrange(length_ms), "Kick off"))  # not one of the 17
-    # Labels without position: the gameTime (second precision) stands in.
-    for annotation in rng.sample(annotations, k=2):
-        annotation.pop("position")
+    if first_game:
+        # Labels without position: the gameTime (second precision) stands in.
+        for annotation in rng.sample(annotations, k=2):
+            annotation.pop("position")
     rng.shuffle(predicted)
     predictions = []
     for half, position_ms, label in predicted:
