@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--projection-dim",
         type=int,
-        default=128,
-        help="random projection width for wider features (default: 128)",
+        default=512,
+        help="random projection width for wider features (default: 512)",
     )
     parser.add_argument(
         "--ridge",
