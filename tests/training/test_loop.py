@@ -8,37 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from astra.config import ConfigError, ExperimentConfig, load_config
+from astra.config import ConfigError, load_config
 from astra.data.dataset import DataRoots
 from astra.training import checkpoint
 from astra.training.loop import fit
-
-TINY = [
-    "model.visual_dims=[8, 8, 4, 8, 8]",
-    "model.d_model=16",
-    "model.num_heads=2",
-    "model.audio_conv_channels=[2, 4, 4, 4, 4, 4]",
-    "model.audio_hidden_dims=[16, 16]",
-    "clips.clip_seconds=20",
-    "clips.train_stride_seconds=10",
-    "clips.inference_stride_seconds=10",
-    "train.epochs=3",
-    "train.warmup_epochs=1",
-    "train.batch_size=4",
-    "train.loader_workers=0",
-    "train.base_learning_rate=1e-3",
-]
-
-
-def tiny_config(*overrides: str) -> ExperimentConfig:
-    return load_config([], [*TINY, *overrides])
 
 
 class Interrupt(Exception):
     pass
 
 
-def test_fit_writes_checkpoints_config_and_reports_each_epoch(tiny_dataset, tmp_path: Path) -> None:
+def test_fit_writes_checkpoints_config_and_reports_each_epoch(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
     reports: list[tuple[dict[str, float], Path | None]] = []
     result = fit(
         tiny_config("model.use_audio=false"),
@@ -63,7 +45,7 @@ def test_fit_writes_checkpoints_config_and_reports_each_epoch(tiny_dataset, tmp_
     assert load_config([tmp_path / "config.yaml"]) == tiny_config("model.use_audio=false")
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path: Path) -> None:
+def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tiny_config, tmp_path: Path) -> None:
     roots = DataRoots.single(tiny_dataset.root)
     config = tiny_config()  # with audio and balanced mixup: every source of randomness
     fit(config, roots, tmp_path / "straight", progress=False)
@@ -83,7 +65,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path: 
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
 
 
-def test_a_finished_run_reports_its_last_metrics_again(tiny_dataset, tmp_path: Path) -> None:
+def test_a_finished_run_reports_its_last_metrics_again(tiny_dataset, tiny_config, tmp_path: Path) -> None:
     config = tiny_config("model.use_audio=false", "train.epochs=1")
     roots = DataRoots.single(tiny_dataset.root)
     first: list[dict[str, float]] = []
@@ -93,7 +75,9 @@ def test_a_finished_run_reports_its_last_metrics_again(tiny_dataset, tmp_path: P
     assert again == first
 
 
-def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(tiny_dataset, tmp_path: Path) -> None:
+def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
     roots = DataRoots.single(tiny_dataset.root)
     losses = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
@@ -111,7 +95,9 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(tiny_dataset
     assert losses["a"] != losses["c"]
 
 
-def test_feature_width_that_does_not_match_the_config_is_named(tiny_dataset, tmp_path: Path) -> None:
+def test_feature_width_that_does_not_match_the_config_is_named(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
     with pytest.raises(
         ConfigError, match=r"model.visual_dims \[8, 8\] sum to 16, but .*baidu_soccer_embeddings.npy has 36"
     ):

@@ -11,10 +11,10 @@ from astra.data.dataset import DataRoots
 pytestmark = pytest.mark.slow  # a Ray cluster start and two worker processes: minutes on 2 cores
 
 
-def test_two_workers_train_report_epochs_and_resume_by_name(tiny_dataset, tmp_path: Path) -> None:
+def test_two_workers_train_report_epochs_and_resume_by_name(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
     ray = pytest.importorskip("ray")
-    from test_loop import tiny_config
-
     from astra.training.ray_train import train_with_ray
 
     config = tiny_config("model.use_audio=false", "train.epochs=1")
