@@ -96,8 +96,9 @@ def main() -> None:
     print(
         f"{args.minutes:g}-min half, {windows} windows, {'with' if args.audio else 'without'} audio, "
         f"{torch.get_num_threads()} threads: windows + aggregation {total:.1f} s "
-        f"({windows / total:.2f} windows/s); aggregation {1000 * aggregation:.1f} ms, Soft-NMS {1000 * nms:.1f} ms "
-        f"({len(detections)} detections); post-processing share {100 * (aggregation + nms) / (total + nms):.2f}%"
+        f"({windows / total:.2f} windows/s); aggregation {1000 * aggregation:.1f} ms, "
+        f"Soft-NMS {1000 * nms:.1f} ms ({len(detections)} detections); "
+        f"post-processing share {100 * (aggregation + nms) / (total + nms):.2f}%"
     )
 
 
