@@ -77,6 +77,10 @@ class ModelConfig:
     num_heads: int = 8  # attention heads in every layer
     feedforward_multiplier: int = 4  # feed-forward width = 4 d
     transformer_dropout: float = 0.1  # dropout inside the Transformer layers
+    # Pre-norm Transformer layers. The paper is post-norm (False). Small models need True: under Adam a
+    # post-norm encoder's output tokens collapse onto one vector, cross-attention turns uniform and
+    # nothing reaches the outputs (an oracle-easy task stays unlearnt after 300 steps).
+    norm_first: bool = False
     head_dropout: float = 0.4  # dropout in the classification and displacement heads
     use_audio: bool = True  # M9 ablation: the audio branch
     audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)  # VGGish conv stack

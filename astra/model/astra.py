@@ -10,7 +10,8 @@ Data flow of one clip of ``T`` seconds (paper, Figure 1; shapes for the paper pr
     L_out learnable queries [L_out, d] -> decoder (self-attention, cross-attention to memory)
     -> classification head (sigmoid) [B, L_out, C+1], displacement head [B, L_out, C+1] (+ log-variance)
 
-The decoder is ``torch.nn.TransformerDecoder`` of post-norm layers with no final
+The decoder is ``torch.nn.TransformerDecoder`` of post-norm layers (pre-norm with
+``model.norm_first``) with no final
 LayerNorm and no query positional encoding re-added per layer (unlike DETR):
 the queries are the decoder's input and carry their position themselves. The
 encoder's differences from ``torch.nn.TransformerEncoder`` are listed in
@@ -63,7 +64,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
         dropout=model.transformer_dropout,
         activation="relu",
         batch_first=True,
-        norm_first=False,
+        norm_first=model.norm_first,
     )
     network = AstraModel(
         visual_dims=model.visual_dims,
@@ -102,6 +103,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             encoder_segments(model.encoder, model.encoder_layers),
             num_visual_tokens=clips.clip_seconds * num_visual,
             num_audio_tokens=num_audio_tokens,
+            norm_first=model.norm_first,
         ),
         decoder=nn.TransformerDecoder(decoder_layer, model.decoder_layers),
         # One query per output position; uniform [0, 1) initialisation, as the authors.

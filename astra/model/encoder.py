@@ -3,7 +3,8 @@
 How this differs from ``torch.nn.TransformerEncoder``:
 
 - The layers are the standard post-norm ``nn.TransformerEncoderLayer``
-  (ReLU, dropout, feed-forward ``4 d``), with no final LayerNorm, no
+  (ReLU, dropout, feed-forward ``4 d``; pre-norm with ``model.norm_first``,
+  which small models need), with no final LayerNorm, no
   positional encoding inside (``TokenEncodings`` adds learnable ones before)
   and no padding mask (clips are always full).
 - Layer ``i`` (1-based) of ``n_e`` attends only within ``2^(n_e - i)``
@@ -65,7 +66,8 @@ class TokenEncodings(nn.Module):
 
 
 class HierarchicalEncoder(nn.Module):
-    """Post-norm Transformer encoder layers; layer ``i`` attends within ``segments_per_layer[i]`` segments."""
+    """Transformer encoder layers (post-norm unless ``norm_first``); layer ``i`` attends within
+    ``segments_per_layer[i]`` segments."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class HierarchicalEncoder(nn.Module):
         segments_per_layer: Sequence[int],
         num_visual_tokens: int,
         num_audio_tokens: int,
+        norm_first: bool = False,
     ) -> None:
         super().__init__()
         for segments in segments_per_layer:
@@ -97,7 +100,7 @@ class HierarchicalEncoder(nn.Module):
                 dropout=dropout,
                 activation="relu",
                 batch_first=True,
-                norm_first=False,
+                norm_first=norm_first,
             )
             for _ in segments_per_layer
         )
