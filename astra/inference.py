@@ -104,11 +104,3 @@ def game_annotations(halves: Sequence[Half]) -> Annotations:
         class_index=np.concatenate([a.class_index for a in parts]),
         visible=np.concatenate([a.visible for a in parts]),
     )
-
-
-def windows_of(halves: Sequence[Half], clips: ClipConfig) -> int:
-    """How many inference windows a list of halves needs (for progress bars)."""
-    return sum(
-        len(inference_window_starts(h.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds)))
-        for h in halves
-    )

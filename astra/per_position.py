@@ -7,13 +7,12 @@ NMS. Ensembles average these arrays; float16 keeps a 100-game split near 37 MB.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from astra.classes import NUM_CLASSES
+from astra.files import atomic_write
 
 FILENAME = "per_position.npz"
 
@@ -25,15 +24,8 @@ class PerPositionError(ValueError):
 def write_game(root: str | Path, game: str, halves: dict[int, np.ndarray]) -> Path:
     """Write one game's per-position outputs (``{1: [F1, 17], 2: [F2, 17]}``) atomically."""
     path = Path(root) / game / FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".per_position.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, **{f"half{h}": np.asarray(a, dtype=np.float16) for h, a in halves.items()})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **{f"half{h}": np.asarray(a, dtype=np.float16) for h, a in halves.items()})
     return path
 
 

@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from astra.classes import CLASS_INDEX, CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
+from astra.files import atomic_write
 
 _msgspec: ModuleType | None
 try:  # Optional: reads prediction files about twice as fast as the json module.
@@ -356,14 +356,8 @@ def _results_bytes(game: str, spots: Spots, source: str) -> bytes:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        file.write(data)
 
 
 def _checked_game_name(game: str) -> str:

@@ -29,29 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
     from pathlib import Path
 
     import numpy as np
 
+    from astra.files import atomic_write
     from astra.model.audio import mel_power_spectrogram, read_wav
 
     waveform, sample_rate = read_wav(args.wav)
     mel_power = mel_power_spectrogram(waveform, sample_rate, target_sample_rate=args.sample_rate)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=out.parent, prefix=f".{out.name}.", suffix=".tmp", delete=False
-    ) as handle:
-        temporary = Path(handle.name)
-        try:
-            np.save(handle, mel_power)
-        except BaseException:
-            handle.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(temporary, out)
+    with atomic_write(out) as handle:
+        np.save(handle, mel_power)
     print(
         f"{out}: {mel_power.shape[0]} mel bins x {mel_power.shape[1]} frames "
         f"({waveform.size / sample_rate:.2f} s at {sample_rate} Hz)"

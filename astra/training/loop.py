@@ -27,6 +27,7 @@ from astra.classes import NUM_CLASSES
 from astra.config import ConfigError, ExperimentConfig
 from astra.data.dataset import DataRoots, Half, load_split
 from astra.evaluation.average_map import evaluate_dense
+from astra.files import atomic_write
 from astra.inference import (
     detect,
     detections_to_dense,
@@ -421,13 +422,7 @@ def _tensorboard_writer(out_dir: Path) -> Any:
 
 
 def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
-    import os
-    import tempfile
-
     import yaml
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=out_dir)
-    with os.fdopen(handle, "w") as f:
+    with atomic_write(out_dir / "config.yaml", "w") as f:
         yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    os.replace(temporary, out_dir / "config.yaml")
