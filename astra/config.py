@@ -81,6 +81,12 @@ class ModelConfig:
     # post-norm encoder's output tokens collapse onto one vector, cross-attention turns uniform and
     # nothing reaches the outputs (an oracle-easy task stays unlearnt after 300 steps).
     norm_first: bool = False
+    # Slope, per second, of a fixed distance penalty on the decoder's cross-attention logits: the query
+    # of output position j (at time (j + 0.5) / rate s) attending to a token at time t gets
+    # -slope * |t_query - t| added (ALiBi-style; no parameters). 0 is off, as the paper. A small model
+    # trained for minutes does not learn from scratch which query answers for which second: without it
+    # its cross-attention stays uniform and every output sees the whole clip (see configs/small.yaml).
+    decoder_locality_bias: float = 0.0
     head_dropout: float = 0.4  # dropout in the classification and displacement heads
     use_audio: bool = True  # M9 ablation: the audio branch
     audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)  # VGGish conv stack

@@ -114,6 +114,19 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             if model.displacement_head == "uncertainty"
             else ClassificationHead(d_model, num_outputs, model.head_dropout, sigmoid=False)
         ),
+        cross_attention_bias=(
+            locality_bias(
+                clips.num_outputs,
+                clips.outputs_per_second,
+                clips.clip_seconds,
+                len(model.visual_dims),
+                num_audio_tokens,
+                model.audio_patch_frames / clips.audio_frames_per_second,
+                model.decoder_locality_bias,
+            )
+            if model.decoder_locality_bias > 0
+            else None
+        ),
     )
     if model.vggish_weights and model.use_audio and load_pretrained:
         load_vggish_weights(network, model.vggish_weights)
@@ -141,6 +154,7 @@ class AstraModel(nn.Module):
         queries: nn.Parameter,
         classification_head: ClassificationHead,
         displacement_head: UncertaintyDisplacementHead | ClassificationHead,
+        cross_attention_bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.visual_dims = tuple(visual_dims)
@@ -159,6 +173,9 @@ class AstraModel(nn.Module):
         self.queries = queries
         self.classification_head = classification_head
         self.displacement_head = displacement_head
+        # [L_out, tokens] added to the decoder's cross-attention logits (model.decoder_locality_bias);
+        # not saved in checkpoints: it follows from the config.
+        self.register_buffer("cross_attention_bias", cross_attention_bias, persistent=False)
 
     @property
     def use_audio(self) -> bool:
@@ -227,7 +244,10 @@ class AstraModel(nn.Module):
         tokens = self.encodings(visual, audio_tokens)  # [B, T * E_v + L_a, d]
         memory = self.encoder(tokens)  # [B, T * E_v + L_a, d]
         queries = self.queries.expand(batch, -1, -1)  # [B, L_out, d]
-        decoded = self.decoder(queries, memory)  # [B, L_out, d]
+        bias = self.cross_attention_bias
+        if bias is not None:
+            bias = bias.to(memory.dtype)
+        decoded = self.decoder(queries, memory, memory_mask=bias)  # [B, L_out, d]
         outputs = {"class_scores": self.classification_head(decoded)}  # [B, L_out, C+1]
         if isinstance(self.displacement_head, UncertaintyDisplacementHead):
             outputs["displacement"], outputs["log_variance"] = self.displacement_head(decoded)
@@ -247,6 +267,30 @@ class AstraModel(nn.Module):
         expected = (self.mel_bins, self.num_audio_frames)
         if audio.dim() != 3 or tuple(audio.shape[1:]) != expected:
             raise ValueError(f"audio must be [B, {expected[0]}, {expected[1]}], got {tuple(audio.shape)}")
+
+
+def locality_bias(
+    num_outputs: int,
+    outputs_per_second: int,
+    clip_seconds: int,
+    num_visual_embeddings: int,
+    num_audio_tokens: int,
+    audio_patch_seconds: float,
+    slope: float,
+) -> torch.Tensor:
+    """``[L_out, T * E_v + L_a]`` float32: ``-slope * |t_query - t_token|``, times in seconds.
+
+    Output position ``j`` sits at ``(j + 0.5) / outputs_per_second``; visual token ``(t, e)`` at
+    ``t + 0.5`` (tokens are time-major, as ``TokenEncodings`` lays them out); audio patch ``k`` at
+    ``(k + 0.5) * audio_patch_seconds``.
+    """
+    query_times = (torch.arange(num_outputs, dtype=torch.float64) + 0.5) / outputs_per_second
+    visual_times = (
+        torch.arange(clip_seconds, dtype=torch.float64).repeat_interleave(num_visual_embeddings) + 0.5
+    )
+    audio_times = (torch.arange(num_audio_tokens, dtype=torch.float64) + 0.5) * audio_patch_seconds
+    token_times = torch.cat([visual_times, audio_times])
+    return (-slope * (query_times[:, None] - token_times[None, :]).abs()).float()
 
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:

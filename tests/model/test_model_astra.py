@@ -208,3 +208,56 @@ def test_tiny_model_overfits_one_batch() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10, f"loss went from {losses[0]:.4f} to {losses[-1]:.4f}"
+
+
+def test_locality_bias_times_and_slope() -> None:
+    from astra.model.astra import locality_bias
+
+    # 2 outputs per second over a 3-s clip, 2 visual embeddings, 2 audio patches of 0.96 s.
+    bias = locality_bias(6, 2, 3, 2, 2, 0.96, slope=2.0)
+    assert bias.shape == (6, 3 * 2 + 2)
+    # Output 0 sits at 0.25 s; visual tokens of second 0 at 0.5 s, of second 2 at 2.5 s.
+    assert bias[0, 0].item() == pytest.approx(-0.5) and bias[0, 1].item() == pytest.approx(-0.5)
+    assert bias[0, 4].item() == pytest.approx(-4.5)
+    # Audio patch 1 at 1.44 s; output 5 at 2.75 s.
+    assert bias[5, 7].item() == pytest.approx(-2.0 * (2.75 - 1.44))
+    # Each output's nearest visual second carries the largest bias.
+    assert torch.equal(bias[:, :6:2].argmax(dim=1), torch.tensor([0, 0, 1, 1, 2, 2]))
+
+
+def test_decoder_locality_bias_reaches_cross_attention() -> None:
+    config = dataclasses.replace(TINY_MODEL, decoder_locality_bias=50.0, use_audio=False)
+    model = build_model(config, TINY_CLIPS).eval()
+    features, _ = _inputs(1, config, TINY_CLIPS)
+    seen: list[torch.Tensor] = []
+    cross_attention = model.decoder.layers[0].multihead_attn
+    cross_attention.register_forward_pre_hook(
+        lambda _module, _args, kwargs: seen.append(kwargs["attn_mask"]), with_kwargs=True
+    )
+    with torch.no_grad():
+        model(features)
+        torch.testing.assert_close(seen[0], model.cross_attention_bias)
+        # Steep enough, each output's attention stays on its own second's visual tokens.
+        memory = model.encoder(model.encodings(torch.rand(1, 8, 3, 16), None))
+        queries = model.queries[None]
+        _, weights = cross_attention(queries, memory, memory, attn_mask=seen[0], need_weights=True)
+    own_second = torch.arange(16) // 2  # output j at (j + 0.5) / 2 s
+    visual = weights[0].reshape(16, 8, 3).sum(dim=2)  # [outputs, seconds]
+    assert torch.equal(visual.argmax(dim=1), own_second)
+    assert (visual.max(dim=1).values > 0.99).all()
+    assert "cross_attention_bias" not in model.state_dict()  # it follows from the config
+
+
+def test_no_locality_bias_in_the_paper_preset() -> None:
+    with torch.device("meta"):
+        model = build_model(ModelConfig(), ClipConfig())
+    assert model.cross_attention_bias is None
+
+
+def test_locality_bias_under_bf16_autocast() -> None:
+    config = dataclasses.replace(TINY_MODEL, decoder_locality_bias=1.0)
+    model = build_model(config, TINY_CLIPS).eval()
+    features, audio = _inputs(2, config, TINY_CLIPS)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(features, audio)
+    assert torch.isfinite(outputs["class_scores"].float()).all()
