@@ -32,6 +32,7 @@ from torch import nn
 
 from astra.config import ClipConfig, ModelConfig
 from astra.model.audio import VGGishBackbone, audio_patch_count, load_vggish_weights, log_mel_db
+from astra.model.dropout import use_fast_dropout
 from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_segments
 from astra.model.heads import ClassificationHead, UncertaintyDisplacementHead
 from astra.model.pffn import PointwiseFeedForward
@@ -128,6 +129,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             else None
         ),
     )
+    use_fast_dropout(network)
     if model.vggish_weights and model.use_audio and load_pretrained:
         load_vggish_weights(network, model.vggish_weights)
     return network
