@@ -9,7 +9,9 @@ the CPU (or the default CUDA device with --device cuda, where bf16 autocast is u
   .venv/bin/python benchmarks/train_throughput.py --audio --batch-size 2 --profile
 
 --compare-optimizer times the same steps with PyTorch's default (foreach) Adam and
-with the fused Adam the trainer uses, side by side in one process.
+with the fused Adam the trainer uses, side by side in one process; --compare-dropout
+times them with ``torch.nn.Dropout`` (bernoulli_ masks) and with the model's
+``FastDropout`` (torch.rand masks), likewise.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from astra.config import load_config
 from astra.losses import total_loss
 from astra.model import build_model
+from astra.model.dropout import FastDropout
 
 
 def main() -> None:
@@ -38,6 +41,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", action="store_true", help="print the top operators of one step")
     parser.add_argument("--compare-optimizer", action="store_true", help="foreach Adam vs fused Adam")
+    parser.add_argument(
+        "--compare-dropout", action="store_true", help="nn.Dropout vs FastDropout (fused Adam)"
+    )
     args = parser.parse_args()
 
     config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}"])
@@ -58,12 +64,19 @@ def main() -> None:
     displacement[:, 38:52, 9] = torch.arange(-7, 7, device=device, dtype=torch.float32)
     autocast = torch.bfloat16 if device.type == "cuda" else None
 
-    def make_step(fused: bool):
+    def set_dropout(kind: type[torch.nn.Dropout]) -> None:
+        for parent in model.modules():
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Dropout):
+                    setattr(parent, name, kind(child.p))
+
+    def make_step(fused: bool, dropout: type[torch.nn.Dropout] = FastDropout):
         optimizer = torch.optim.Adam(
             model.parameters(), lr=1e-6, amsgrad=True, weight_decay=1e-5, fused=fused
         )
 
         def step() -> None:
+            set_dropout(dropout)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                 outputs = model(features, audio)
             loss, _ = total_loss(
@@ -85,6 +98,8 @@ def main() -> None:
     variants = {"fused Adam": make_step(True)}
     if args.compare_optimizer:
         variants = {"foreach Adam": make_step(False), **variants}
+    if args.compare_dropout:
+        variants = {"nn.Dropout": make_step(True, torch.nn.Dropout), "FastDropout": make_step(True)}
     print(f"paper preset, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
     for name, step in variants.items():
