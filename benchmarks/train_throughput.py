@@ -100,7 +100,8 @@ def main() -> None:
         variants = {"foreach Adam": make_step(False), **variants}
     if args.compare_dropout:
         variants = {"nn.Dropout": make_step(True, torch.nn.Dropout), "FastDropout": make_step(True)}
-    print(f"paper preset, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, "
+    preset = " + ".join(args.config) or "paper preset"
+    print(f"{preset}, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
     for name, step in variants.items():
         for _ in range(2):
