@@ -25,7 +25,7 @@ import torch
 from astra.config import load_config
 from astra.losses import total_loss
 from astra.model import build_model
-from astra.model.dropout import FastDropout
+from astra.model.dropout import FastDropout, use_fast_dropout
 
 
 def main() -> None:
@@ -64,19 +64,13 @@ def main() -> None:
     displacement[:, 38:52, 9] = torch.arange(-7, 7, device=device, dtype=torch.float32)
     autocast = torch.bfloat16 if device.type == "cuda" else None
 
-    def set_dropout(kind: type[torch.nn.Dropout]) -> None:
-        for parent in model.modules():
-            for name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Dropout):
-                    setattr(parent, name, kind(child.p))
-
     def make_step(fused: bool, dropout: type[torch.nn.Dropout] = FastDropout):
         optimizer = torch.optim.Adam(
             model.parameters(), lr=1e-6, amsgrad=True, weight_decay=1e-5, fused=fused
         )
 
         def step() -> None:
-            set_dropout(dropout)
+            use_fast_dropout(model, dropout)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                 outputs = model(features, audio)
             loss, _ = total_loss(

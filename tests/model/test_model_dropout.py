@@ -61,3 +61,9 @@ def test_replaces_nested_modules() -> None:
     module = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Dropout(0.2), nn.ReLU()))
     use_fast_dropout(module)
     assert type(module[1][0]) is FastDropout and module[1][0].p == 0.2
+
+
+def test_puts_torch_dropout_back() -> None:
+    module = use_fast_dropout(nn.Sequential(nn.Dropout(0.3)))
+    use_fast_dropout(module, nn.Dropout)
+    assert type(module[0]) is nn.Dropout and module[0].p == 0.3
