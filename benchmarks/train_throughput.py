@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument(
         "--compare-dropout", action="store_true", help="nn.Dropout vs FastDropout (fused Adam)"
     )
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_args()
 
-    config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}"])
+    config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}", *args.overrides])
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model(config.model, config.clips).to(device).train()
