@@ -87,6 +87,11 @@ class ModelConfig:
     # trained for minutes does not learn from scratch which query answers for which second: without it
     # its cross-attention stays uniform and every output sees the whole clip (see configs/small.yaml).
     decoder_locality_bias: float = 0.0
+    # The same penalty on the encoder's self-attention, -slope * |t_i - t_j| between tokens (within each
+    # segment of the hierarchical encoder). 0 is off, as the paper. Without it the encoder has no notion
+    # of distance but the learnable temporal encodings, and a small model mixes each second with its
+    # whole segment before it learns which neighbours matter.
+    encoder_locality_bias: float = 0.0
     head_dropout: float = 0.4  # dropout in the classification and displacement heads
     use_audio: bool = True  # M9 ablation: the audio branch
     audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)  # VGGish conv stack

@@ -105,6 +105,13 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             num_visual_tokens=clips.clip_seconds * num_visual,
             num_audio_tokens=num_audio_tokens,
             norm_first=model.norm_first,
+            token_times=token_times(
+                clips.clip_seconds,
+                num_visual,
+                num_audio_tokens,
+                model.audio_patch_frames / clips.audio_frames_per_second,
+            ),
+            locality_slope=model.encoder_locality_bias,
         ),
         decoder=nn.TransformerDecoder(decoder_layer, model.decoder_layers),
         # One query per output position; uniform [0, 1) initialisation, as the authors.
@@ -287,12 +294,23 @@ def locality_bias(
     ``(k + 0.5) * audio_patch_seconds``.
     """
     query_times = (torch.arange(num_outputs, dtype=torch.float64) + 0.5) / outputs_per_second
+    times = token_times(clip_seconds, num_visual_embeddings, num_audio_tokens, audio_patch_seconds)
+    return (-slope * (query_times[:, None] - times[None, :]).abs()).float()
+
+
+def token_times(
+    clip_seconds: int, num_visual_embeddings: int, num_audio_tokens: int, audio_patch_seconds: float
+) -> torch.Tensor:
+    """``[T * E_v + L_a]`` float64: the time in the clip (s) of every token, in token order.
+
+    Visual token ``(t, e)`` sits at ``t + 0.5`` (tokens are time-major, as ``TokenEncodings`` lays
+    them out); audio patch ``k`` at ``(k + 0.5) * audio_patch_seconds``.
+    """
     visual_times = (
         torch.arange(clip_seconds, dtype=torch.float64).repeat_interleave(num_visual_embeddings) + 0.5
     )
     audio_times = (torch.arange(num_audio_tokens, dtype=torch.float64) + 0.5) * audio_patch_seconds
-    token_times = torch.cat([visual_times, audio_times])
-    return (-slope * (query_times[:, None] - token_times[None, :]).abs()).float()
+    return torch.cat([visual_times, audio_times])
 
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:
@@ -318,5 +336,8 @@ def _check(model: ModelConfig, clips: ClipConfig) -> None:
         )
     if model.encoder_layers < 1 or model.decoder_layers < 1:
         raise ValueError("model.encoder_layers and model.decoder_layers must be >= 1")
+    for key in ("decoder_locality_bias", "encoder_locality_bias"):
+        if getattr(model, key) < 0:
+            raise ValueError(f"model.{key} must be >= 0 (0 is off), got {getattr(model, key)}")
     if clips.clip_seconds < 1 or clips.num_outputs < 1:
         raise ValueError(f"clips must last >= 1 s with >= 1 output, got {clips.clip_seconds} s")

@@ -79,6 +79,8 @@ class HierarchicalEncoder(nn.Module):
         num_visual_tokens: int,
         num_audio_tokens: int,
         norm_first: bool = False,
+        token_times: torch.Tensor | None = None,
+        locality_slope: float = 0.0,
     ) -> None:
         super().__init__()
         for segments in segments_per_layer:
@@ -92,6 +94,23 @@ class HierarchicalEncoder(nn.Module):
         self.segments_per_layer = tuple(segments_per_layer)
         self.num_visual_tokens = num_visual_tokens
         self.num_audio_tokens = num_audio_tokens
+        self.biased = locality_slope > 0
+        if locality_slope < 0:
+            raise ValueError(f"the encoder locality slope must be >= 0, got {locality_slope}")
+        if self.biased:
+            expected = num_visual_tokens + num_audio_tokens
+            if token_times is None or tuple(token_times.shape) != (expected,):
+                raise ValueError(f"an encoder locality bias needs the times [{expected}] of the tokens")
+            # One [N, N] additive mask per segment count: -slope * |t_i - t_j| within a segment,
+            # -inf across segments (the same attention as running the segments apart). Buffers not
+            # saved in checkpoints: they follow from the config.
+            distance = (token_times[:, None] - token_times[None, :]).abs().float()
+            for segments in sorted(set(segments_per_layer)):
+                segment = _segment_of_tokens(num_visual_tokens, num_audio_tokens, segments)
+                bias = (-locality_slope * distance).masked_fill(
+                    segment[:, None] != segment[None, :], float("-inf")
+                )
+                self.register_buffer(f"self_attention_bias_{segments}", bias, persistent=False)
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(
                 d_model,
@@ -110,6 +129,18 @@ class HierarchicalEncoder(nn.Module):
         expected = self.num_visual_tokens + self.num_audio_tokens
         if tokens.shape[1] != expected:
             raise ValueError(f"encoder expects {expected} tokens, got {tokens.shape[1]}")
+        if self.biased:
+            # PyTorch's inference fast path of TransformerEncoderLayer mishandles a float mask (its
+            # output differs from the same layer's training-mode output): keep the plain path.
+            fast_path = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+            try:
+                for layer, segments in zip(self.layers, self.segments_per_layer, strict=True):
+                    bias = getattr(self, f"self_attention_bias_{segments}").to(tokens.dtype)
+                    tokens = layer(tokens, src_mask=bias)
+            finally:
+                torch.backends.mha.set_fastpath_enabled(fast_path)
+            return tokens
         for layer, segments in zip(self.layers, self.segments_per_layer, strict=True):
             tokens = self._apply_segmented(layer, tokens, segments)
         return tokens
@@ -151,6 +182,14 @@ class HierarchicalEncoder(nn.Module):
             ],
             dim=1,
         )
+
+
+def _segment_of_tokens(num_visual: int, num_audio: int, segments: int) -> torch.Tensor:
+    """``[N_v + N_a]`` segment index of every token, as ``_apply_segmented`` cuts them."""
+    seg_v, seg_a = num_visual // segments, num_audio // segments
+    visual = torch.arange(num_visual) // max(seg_v, 1)
+    audio = torch.arange(num_audio) // max(seg_a, 1)
+    return torch.cat([visual.clamp(max=segments - 1), audio.clamp(max=segments - 1)])
 
 
 def encoder_segments(kind: Literal["hierarchical", "vanilla"], num_layers: int) -> tuple[int, ...]:

@@ -121,3 +121,65 @@ def test_token_layout_is_time_major_visual_then_audio() -> None:
     # Token t * E + j is second t, embedding j; audio tokens follow.
     assert tokens[0, : 4 * EMBEDDINGS, 0].tolist() == list(range(4 * EMBEDDINGS))
     assert (tokens[0, 4 * EMBEDDINGS :] == -1).all()
+
+
+def _token_times(seconds: int, audio_tokens: int) -> torch.Tensor:
+    from astra.model.astra import token_times
+
+    return token_times(seconds, EMBEDDINGS, audio_tokens, 0.96)
+
+
+def _biased_encoder(segments: tuple[int, ...], seconds: int, audio_tokens: int, slope: float):
+    torch.manual_seed(0)
+    encoder = HierarchicalEncoder(
+        D_MODEL, 2, 16, 0.1, segments, seconds * EMBEDDINGS, audio_tokens,
+        token_times=_token_times(seconds, audio_tokens), locality_slope=slope,
+    )  # fmt: skip
+    return encoder.eval()
+
+
+@pytest.mark.parametrize(("seconds", "audio_tokens"), [(8, 8), (7, 5), (10, 0)])
+def test_vanishing_locality_bias_keeps_the_segments(seconds: int, audio_tokens: int) -> None:
+    # The biased path runs every layer on all tokens with a -inf mask across segments: at a
+    # vanishing slope it must give the per-segment reference, in eval mode (PyTorch's fast path)
+    # as in training mode.
+    biased = _biased_encoder((4, 2, 1), seconds, audio_tokens, 1e-9)
+    plain = _encoder((4, 2, 1), seconds, audio_tokens)
+    tokens = torch.randn(2, seconds * EMBEDDINGS + audio_tokens, D_MODEL)
+    for layer in [*biased.layers, *plain.layers]:
+        layer.dropout.p = layer.dropout1.p = layer.dropout2.p = layer.self_attn.dropout = 0.0
+    with torch.no_grad():
+        expected = _reference(plain, tokens)
+        torch.testing.assert_close(biased(tokens), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(biased.train()(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_locality_bias_values_and_segments() -> None:
+    encoder = _biased_encoder((2, 1), 4, 0, 0.5)
+    whole = encoder.self_attention_bias_1  # [12, 12]: 4 seconds x 3 embeddings
+    assert whole.shape == (12, 12)
+    assert whole[0, 1].item() == 0.0  # same second
+    assert whole[0, 3].item() == pytest.approx(-0.5)  # one second apart
+    assert whole[0, 11].item() == pytest.approx(-1.5)
+    halves = encoder.self_attention_bias_2  # 2 segments of 6 tokens: no attention across
+    assert halves[0, 5].item() == pytest.approx(-0.5) and halves[0, 6].item() == float("-inf")
+    assert "self_attention_bias_1" not in encoder.state_dict()  # it follows from the config
+
+
+def test_steep_locality_bias_keeps_tokens_apart() -> None:
+    # At a steep slope a token hears only its own second: perturbing second 0 leaves second 3 alone.
+    encoder = _biased_encoder((1,), 4, 0, 100.0)
+    tokens = torch.randn(1, 12, D_MODEL)
+    moved = tokens.clone()
+    moved[:, :EMBEDDINGS] += 5.0
+    with torch.no_grad():
+        a, b = encoder(tokens), encoder(moved)
+    torch.testing.assert_close(a[:, 3 * EMBEDDINGS :], b[:, 3 * EMBEDDINGS :])
+    assert not torch.allclose(a[:, :EMBEDDINGS], b[:, :EMBEDDINGS])
+
+
+def test_locality_bias_needs_token_times() -> None:
+    with pytest.raises(ValueError, match="times"):
+        HierarchicalEncoder(D_MODEL, 2, 16, 0.1, (1,), 6, 0, locality_slope=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        HierarchicalEncoder(D_MODEL, 2, 16, 0.1, (1,), 6, 0, token_times=torch.zeros(6), locality_slope=-1)
