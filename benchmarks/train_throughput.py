@@ -11,7 +11,9 @@ the CPU (or the default CUDA device with --device cuda, where bf16 autocast is u
 --compare-optimizer times the same steps with PyTorch's default (foreach) Adam and
 with the fused Adam the trainer uses, side by side in one process; --compare-dropout
 times them with ``torch.nn.Dropout`` (bernoulli_ masks) and with the model's
-``FastDropout`` (torch.rand masks), likewise.
+``FastDropout`` (torch.rand masks), likewise. --flops counts the operations of one step
+and prints the rate each variant sustains next to a plain matrix product's: how far a
+faster step can go without computing less.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def main() -> None:
     parser.add_argument("--compare-optimizer", action="store_true", help="foreach Adam vs fused Adam")
     parser.add_argument(
         "--compare-dropout", action="store_true", help="nn.Dropout vs FastDropout (fused Adam)"
+    )
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="count the floating-point operations of one step (torch.utils.flop_counter) and print the "
+        "rate each variant sustains, next to a plain matrix product's rate on this machine",
     )
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_args()
@@ -98,6 +106,11 @@ def main() -> None:
     preset = " + ".join(args.config) or "paper preset"
     print(f"{preset}, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
+    flops = _count_flops(list(variants.values())[-1]) if args.flops else 0.0
+    if flops:
+        print(f"{flops / 1e9:.1f} GFLOP per step (forward, backward; torch.utils.flop_counter)")
+        print(f"plain matrix product [{batch * config.clips.clip_seconds}, 2048] x [2048, 2048]: "
+              f"{_matmul_rate(batch * config.clips.clip_seconds, device) / 1e9:.0f} GFLOP/s")  # fmt: skip
     for name, step in variants.items():
         for _ in range(2):
             step()
@@ -107,13 +120,40 @@ def main() -> None:
             step()
             times.append(time.perf_counter() - started)
         median = statistics.median(times)
-        print(f"{name:>13}: {median:.3f} s per step, {batch / median:.3f} clips/s (median of {args.steps})")
+        rate = f", {flops / median / 1e9:.0f} GFLOP/s" if flops else ""
+        summary = f"{median:.3f} s per step, {batch / median:.3f} clips/s (median of {args.steps})"
+        print(f"{name:>13}: {summary}{rate}")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             list(variants.values())[-1]()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def _count_flops(step) -> float:
+    """Floating-point operations of one call of ``step`` (matrix products and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def _matmul_rate(rows: int, device: torch.device, repeats: int = 10) -> float:
+    """FLOP/s of a plain fp32 matrix product the size of the PFFNs' largest ones: the machine's ceiling."""
+    a = torch.randn(rows, 2048, device=device)
+    b = torch.randn(2048, 2048, device=device)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return 2 * rows * 2048 * 2048 / statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -252,6 +252,25 @@ def test_no_locality_bias_in_the_paper_preset() -> None:
     with torch.device("meta"):
         model = build_model(ModelConfig(), ClipConfig())
     assert model.cross_attention_bias is None
+    assert not model.encoder.biased and not list(model.encoder.buffers())
+
+
+@pytest.mark.parametrize("key", ["decoder_locality_bias", "encoder_locality_bias"])
+def test_negative_locality_bias_is_refused(key: str) -> None:
+    config = dataclasses.replace(TINY_MODEL, **{key: -0.5})
+    with pytest.raises(ValueError, match=f"model.{key} must be >= 0"):
+        build_model(config, TINY_CLIPS)
+
+
+def test_encoder_locality_bias_under_bf16_autocast_and_in_checkpoints() -> None:
+    config = dataclasses.replace(TINY_MODEL, encoder_locality_bias=1.0, decoder_locality_bias=1.0)
+    model = build_model(config, TINY_CLIPS).eval()
+    assert model.encoder.biased
+    assert not any("attention_bias" in key for key in model.state_dict())  # they follow from the config
+    features, audio = _inputs(2, config, TINY_CLIPS)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(features, audio)
+    assert torch.isfinite(outputs["class_scores"].float()).all()
 
 
 def test_locality_bias_under_bf16_autocast() -> None:
