@@ -186,10 +186,13 @@ class HierarchicalEncoder(nn.Module):
 
 def _segment_of_tokens(num_visual: int, num_audio: int, segments: int) -> torch.Tensor:
     """``[N_v + N_a]`` segment index of every token, as ``_apply_segmented`` cuts them."""
-    seg_v, seg_a = num_visual // segments, num_audio // segments
-    visual = torch.arange(num_visual) // max(seg_v, 1)
-    audio = torch.arange(num_audio) // max(seg_a, 1)
-    return torch.cat([visual.clamp(max=segments - 1), audio.clamp(max=segments - 1)])
+
+    def cut(count: int) -> torch.Tensor:
+        per_segment = count // segments  # 0: every token falls in the last segment, the rest
+        index = torch.arange(count) // per_segment if per_segment else torch.full((count,), segments - 1)
+        return index.clamp(max=segments - 1)
+
+    return torch.cat([cut(num_visual), cut(num_audio)])
 
 
 def encoder_segments(kind: Literal["hierarchical", "vanilla"], num_layers: int) -> tuple[int, ...]:

@@ -138,7 +138,7 @@ def _biased_encoder(segments: tuple[int, ...], seconds: int, audio_tokens: int, 
     return encoder.eval()
 
 
-@pytest.mark.parametrize(("seconds", "audio_tokens"), [(8, 8), (7, 5), (10, 0)])
+@pytest.mark.parametrize(("seconds", "audio_tokens"), [(8, 8), (7, 5), (10, 0), (8, 2)])
 def test_vanishing_locality_bias_keeps_the_segments(seconds: int, audio_tokens: int) -> None:
     # The biased path runs every layer on all tokens with a -inf mask across segments: at a
     # vanishing slope it must give the per-segment reference, in eval mode (PyTorch's fast path)
