@@ -12,8 +12,9 @@ model's.
 
   .venv/bin/python benchmarks/simulator_bound.py --data runs/demo/data --split test
 
-The dataset must come from ``astra synth`` with the same --seed and --feature-dims as
-given here (the defaults are the simulator's); other knobs change only the data.
+The dataset must come from ``astra synth`` with the same --seed, --feature-dims and
+--backbone-spread as given here (the defaults are the simulator's): they shape the
+signatures; the other knobs change only the data.
 """
 
 from __future__ import annotations
@@ -42,29 +43,42 @@ def main() -> None:
         default=",".join(str(d) for d in simulator.SimulatorConfig().feature_dims),
         help="the --feature-dims given to astra synth",
     )
+    parser.add_argument(
+        "--backbone-spread",
+        type=float,
+        default=simulator.SimulatorConfig().backbone_spread,
+        help="the --backbone-spread given to astra synth",
+    )
     args = parser.parse_args()
 
     config = simulator.SimulatorConfig(
-        seed=args.seed, feature_dims=tuple(int(d) for d in args.feature_dims.split(","))
+        seed=args.seed,
+        feature_dims=tuple(int(d) for d in args.feature_dims.split(",")),
+        backbone_spread=args.backbone_spread,
     )
     bank = simulator._signature_bank(config)
+    # The slow background and the camera-shot looks span known directions, projected out of every half.
+    nuisance, _ = np.linalg.qr(np.concatenate([bank.latent_projection, bank.scene_vectors]).T)
     halves = load_split(DataRoots.single(args.data), args.split, with_audio=False, require_labels=True)
     if halves and halves[0].feature_dim != config.feature_dim:
         parser.error(
             f"{halves[0].features_path}: features are {halves[0].feature_dim}-d, "
             f"--feature-dims sum to {config.feature_dim}"
         )
+    games = group_by_game(halves)
     dense = {}
-    for game, game_halves in group_by_game(halves).items():
+    for game, game_halves in games.items():
         dense[game] = [
             detections_to_dense(
-                soft_nms(_matched_filter(h, bank), PAPER_SOFT_NMS_WINDOWS_SECONDS, FRAMES_PER_SECOND),
+                soft_nms(
+                    _matched_filter(h, bank, nuisance), PAPER_SOFT_NMS_WINDOWS_SECONDS, FRAMES_PER_SECOND
+                ),
                 num_frames_of(h),
                 NUM_CLASSES,
             )
             for h in sorted(game_halves, key=lambda h: h.half)
         ]
-    labels = {game: game_annotations(hs) for game, hs in group_by_game(halves).items()}
+    labels = {game: game_annotations(hs) for game, hs in games.items()}
     print(f"matched filter with the simulator's signatures, split {args.split!r}, {len(labels)} games")
     for metric in ("tight", "loose"):
         result = evaluate_dense(labels, dense, metric=metric)
@@ -74,12 +88,10 @@ def main() -> None:
         )
 
 
-def _matched_filter(half: Half, bank: simulator._SignatureBank) -> np.ndarray:
-    """``[frames, 17]`` scores in (0, 1) at 2 fps."""
+def _matched_filter(half: Half, bank: simulator._SignatureBank, nuisance: np.ndarray) -> np.ndarray:
+    """``[frames, 17]`` scores in (0, 1) at 2 fps; ``nuisance`` ``[D, k]`` orthonormal directions to drop."""
     features = np.asarray(half.features, dtype=np.float64)
     features = features - features.mean(axis=0)
-    # The slow background and the camera-shot looks span known directions: project them out.
-    nuisance, _ = np.linalg.qr(np.concatenate([bank.latent_projection, bank.scene_vectors]).T)
     features -= (features @ nuisance) @ nuisance.T
     onset = features @ bank.onset.T.astype(np.float64)  # [seconds, 17]
     aftermath = features @ bank.aftermath.T.astype(np.float64)
