@@ -4,6 +4,7 @@ into the per-position output and Soft-NMS, each timed separately.
   .venv/bin/python benchmarks/inference_speed.py                         # paper preset, visual only
   .venv/bin/python benchmarks/inference_speed.py --audio                 # with the audio branch
   .venv/bin/python benchmarks/inference_speed.py --config configs/small.yaml --audio
+  .venv/bin/python benchmarks/inference_speed.py --audio --device cuda    # fp32 on the GPU, as predict
 
 The half is random features (and mel power) in a memory-mapped file of the real shape.
 """
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--audio", action="store_true", help="with the audio branch")
     parser.add_argument("--minutes", type=float, default=45.0, help="length of the half")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
     args = parser.parse_args()
 
     config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}"])
@@ -61,7 +63,8 @@ def main() -> None:
             "bench", 1, np.load(features_path, mmap_mode="r"), audio, empty, features_path, audio_path
         )
 
-        model = build_model(config.model, config.clips, load_pretrained=False).eval()
+        device = torch.device(args.device)
+        model = build_model(config.model, config.clips, load_pretrained=False).to(device).eval()
         windows = len(
             inference_window_starts(
                 seconds, config.clips.clip_seconds, int(config.clips.inference_stride_seconds)
@@ -69,7 +72,7 @@ def main() -> None:
         )
         started = time.perf_counter()
         per_position = predict_half(
-            model, half, config.clips, config.inference, with_audio=args.audio, device=torch.device("cpu"),
+            model, half, config.clips, config.inference, with_audio=args.audio, device=device,
             batch_size=args.batch_size,
         )  # fmt: skip
         total = time.perf_counter() - started
@@ -95,7 +98,7 @@ def main() -> None:
         detect(per_position, config.inference)
     print(
         f"{args.minutes:g}-min half, {windows} windows, {'with' if args.audio else 'without'} audio, "
-        f"{torch.get_num_threads()} threads: windows + aggregation {total:.1f} s "
+        f"{device}, {torch.get_num_threads()} threads: windows + aggregation {total:.1f} s "
         f"({windows / total:.2f} windows/s); aggregation {1000 * aggregation:.1f} ms, "
         f"Soft-NMS {1000 * nms:.1f} ms ({len(detections)} detections); "
         f"post-processing share {100 * (aggregation + nms) / (total + nms):.2f}%"

@@ -2,7 +2,7 @@
 
 One training step = forward, loss, backward and the Adam step, on random inputs of
 the paper's shapes (visual [B, 50, 8576], audio [B, 128, 5000] mel power), fp32 on
-the CPU (or the default CUDA device with --device cuda, where bf16 autocast is used).
+the CPU, or on a GPU with --device cuda (bf16 autocast there unless --precision fp32).
 
   .venv/bin/python benchmarks/train_throughput.py                 # visual-only, batch 8
   .venv/bin/python benchmarks/train_throughput.py --audio --batch-size 2
@@ -41,6 +41,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on the CPU (default: auto)",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="print the top operators of one step")
     parser.add_argument("--compare-optimizer", action="store_true", help="foreach Adam vs fused Adam")
     parser.add_argument(
@@ -71,7 +75,8 @@ def main() -> None:
     classification[:, 40:50, 0], classification[:, 40:50, 9] = 0, 1
     displacement = torch.full_like(classification, float("nan"))
     displacement[:, 38:52, 9] = torch.arange(-7, 7, device=device, dtype=torch.float32)
-    autocast = torch.bfloat16 if device.type == "cuda" else None
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+    autocast = torch.bfloat16 if bf16 else None
 
     def make_step(fused: bool, dropout: type[torch.nn.Dropout] = FastDropout):
         optimizer = torch.optim.Adam(
@@ -104,13 +109,15 @@ def main() -> None:
     if args.compare_dropout:
         variants = {"nn.Dropout": make_step(True, torch.nn.Dropout), "FastDropout": make_step(True)}
     preset = " + ".join(args.config) or "paper preset"
-    print(f"{preset}, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, "
+    precision = "bf16 autocast" if autocast else "fp32"
+    print(f"{preset}, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, {precision}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
     flops = _count_flops(list(variants.values())[-1]) if args.flops else 0.0
     if flops:
         print(f"{flops / 1e9:.1f} GFLOP per step (forward, backward; torch.utils.flop_counter)")
-        print(f"plain matrix product [{batch * config.clips.clip_seconds}, 2048] x [2048, 2048]: "
-              f"{_matmul_rate(batch * config.clips.clip_seconds, device) / 1e9:.0f} GFLOP/s")  # fmt: skip
+        rate = _matmul_rate(batch * config.clips.clip_seconds, device, autocast or torch.float32)
+        print(f"plain matrix product [{batch * config.clips.clip_seconds}, 2048] x [2048, 2048], "
+              f"{'bf16' if autocast else 'fp32'}: {rate / 1e9:.0f} GFLOP/s")  # fmt: skip
     for name, step in variants.items():
         for _ in range(2):
             step()
@@ -140,12 +147,14 @@ def _count_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
-def _matmul_rate(rows: int, device: torch.device, repeats: int = 10) -> float:
-    """FLOP/s of a plain fp32 matrix product the size of the PFFNs' largest ones: the machine's ceiling."""
-    a = torch.randn(rows, 2048, device=device)
-    b = torch.randn(2048, 2048, device=device)
+def _matmul_rate(rows: int, device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
+    """FLOP/s of a plain matrix product the size of the PFFNs' largest ones: the machine's ceiling."""
+    a = torch.randn(rows, 2048, device=device, dtype=dtype)
+    b = torch.randn(2048, 2048, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

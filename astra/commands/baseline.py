@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from astra.baseline import BaselineConfig
+
 HELP = "fit a ridge-regression baseline and write predictions for a split"
 
 
@@ -32,27 +34,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context-seconds",
         type=int,
-        default=2,
-        help="neighbouring seconds on each side joined to each second's features (default: 2)",
+        default=BaselineConfig.context_seconds,
+        help="neighbouring seconds on each side joined to each second's features "
+        f"(default: {BaselineConfig.context_seconds})",
     )
     parser.add_argument(
         "--projection-dim",
         type=int,
-        default=512,
-        help="random projection width for wider features (default: 512)",
+        default=BaselineConfig.projection_dim,
+        help=f"random projection width for wider features (default: {BaselineConfig.projection_dim})",
     )
     parser.add_argument(
         "--ridge",
         type=float,
-        default=1.0,
-        help="ridge strength relative to the mean input variance (default: 1)",
+        default=BaselineConfig.ridge,
+        help=f"ridge strength relative to the mean input variance (default: {BaselineConfig.ridge})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random projection (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from astra.baseline import BaselineConfig, run_baseline
+    from astra.baseline import run_baseline
     from astra.data.dataset import DataRoots
 
     config = BaselineConfig(

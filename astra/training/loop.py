@@ -136,6 +136,11 @@ def fit(
     writer = _tensorboard_writer(out_dir) if rank == 0 else None
     if rank == 0:
         _write_config(config, out_dir)
+        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(autocast_dtype, "fp32")
+        log.info(
+            "training on %s (%s), %d worker(s), %d steps of %d clips per worker per epoch",
+            device, precision, world_size, steps_per_epoch, batch_per_worker,
+        )  # fmt: skip
 
     if state.finished(config):
         # A resumed run with nothing left to do still reports, so that a scheduler sees its final metrics.
