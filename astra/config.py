@@ -71,6 +71,7 @@ class ModelConfig:
     visual_dims: tuple[int, ...] = (2048, 2048, 384, 2048, 2048)  # the 5 Baidu backbones, in file order
     d_model: int = 512  # d of the paper
     pffn_dropout: float = 0.4  # dropout in the per-embedding PFFNs
+    pffn_output_relu: bool = True  # the authors' ReLU after each PFFN's last Linear
     encoder: Literal["hierarchical", "vanilla"] = "hierarchical"  # M1 ablation: vanilla
     encoder_layers: int = 3  # n_e; layer i attends within 2^(n_e - i) segments
     decoder_layers: int = 3  # n_d

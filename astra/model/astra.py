@@ -82,7 +82,8 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             else None
         ),
         visual_pffns=nn.ModuleList(
-            PointwiseFeedForward(dim, d_model, model.pffn_dropout) for dim in model.visual_dims
+            PointwiseFeedForward(dim, d_model, model.pffn_dropout, output_relu=model.pffn_output_relu)
+            for dim in model.visual_dims
         ),
         audio_backbone=(
             VGGishBackbone(

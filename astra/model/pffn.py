@@ -10,10 +10,11 @@ class PointwiseFeedForward(nn.Module):
     """Dropout, Linear(d_j, d_j), ReLU, Dropout, Linear(d_j, d), ReLU, applied to every time step.
 
     The final ReLU is the authors': the projected tokens are non-negative before
-    the learnable encodings are added.
+    the learnable encodings are added. ``output_relu=False`` leaves it out, so that
+    the tokens keep both signs of what the last Linear extracts.
     """
 
-    def __init__(self, input_dim: int, output_dim: int, dropout: float) -> None:
+    def __init__(self, input_dim: int, output_dim: int, dropout: float, *, output_relu: bool = True) -> None:
         super().__init__()
         self.layers = nn.Sequential(
             nn.Dropout(dropout),
@@ -21,7 +22,7 @@ class PointwiseFeedForward(nn.Module):
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(input_dim, output_dim),
-            nn.ReLU(),
+            *([nn.ReLU()] if output_relu else []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

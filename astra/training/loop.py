@@ -119,7 +119,9 @@ def fit(
 
     state = _TrainingState()
     if resume_path.is_file():
-        saved = checkpoint.load(resume_path, map_location=device)
+        # On the CPU: the random generators' states must stay CPU byte tensors (a GPU-mapped one is
+        # refused), and load_state_dict copies weights and optimizer state onto the model's device.
+        saved = checkpoint.load(resume_path, map_location="cpu")
         core.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -131,7 +133,7 @@ def fit(
         torch.set_rng_state(saved["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in saved:
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        log.info("resumed from %s after epoch %d", resume_path, state.epoch)
+        log.info("resumed from %s after epoch %d", resume_path, state.epoch + 1)
 
     writer = _tensorboard_writer(out_dir) if rank == 0 else None
     if rank == 0:

@@ -65,6 +65,24 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tiny_confi
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_interrupted_run_resumes_on_a_gpu(tiny_dataset, tiny_config, tmp_path: Path) -> None:
+    # Checkpoints hold CPU random-generator states, which a load mapped onto the GPU used to break.
+    roots = DataRoots.single(tiny_dataset.root)
+    config = tiny_config("train.mixed_precision=bf16")
+
+    def stop_after_epoch_1(metrics: dict[str, float], _: Path | None) -> None:
+        if metrics["epoch"] == 1:
+            raise Interrupt
+
+    device = torch.device("cuda")
+    with pytest.raises(Interrupt):
+        fit(config, roots, tmp_path, reporter=stop_after_epoch_1, device=device, progress=False)
+    seen: list[float] = []
+    fit(config, roots, tmp_path, reporter=lambda m, _: seen.append(m["epoch"]), device=device, progress=False)
+    assert seen == [2, 3]
+
+
 def test_a_finished_run_reports_its_last_metrics_again(tiny_dataset, tiny_config, tmp_path: Path) -> None:
     config = tiny_config("model.use_audio=false", "train.epochs=1")
     roots = DataRoots.single(tiny_dataset.root)
