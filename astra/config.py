@@ -71,7 +71,14 @@ class ModelConfig:
     visual_dims: tuple[int, ...] = (2048, 2048, 384, 2048, 2048)  # the 5 Baidu backbones, in file order
     d_model: int = 512  # d of the paper
     pffn_dropout: float = 0.4  # dropout in the per-embedding PFFNs
-    pffn_output_relu: bool = True  # the authors' ReLU after each PFFN's last Linear
+    # The authors' ReLUs inside each PFFN (after its first Linear) and after its last Linear. Each
+    # passes one sign of what it sees: without them the PFFN is linear and the tokens keep every
+    # direction of the features (the Transformer layers are nonlinear enough).
+    pffn_hidden_relu: bool = True
+    pffn_output_relu: bool = True
+    # Centre and whiten each visual embedding with statistics of the training split, fitted before
+    # training and saved in checkpoints (astra.model.whitening). Off, as the paper.
+    feature_whitening: bool = False
     encoder: Literal["hierarchical", "vanilla"] = "hierarchical"  # M1 ablation: vanilla
     encoder_layers: int = 3  # n_e; layer i attends within 2^(n_e - i) segments
     decoder_layers: int = 3  # n_d

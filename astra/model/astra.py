@@ -2,7 +2,7 @@
 
 Data flow of one clip of ``T`` seconds (paper, Figure 1; shapes for the paper preset)::
 
-    features [B, T, 8576] --temporal dropout/switch--> split into 5 -> PFFN_j -> [B, T, 5, d]
+    features [B, T, 8576] (--whitening-->) --temporal dropout/switch--> split into 5 -> PFFN_j -> [B, T, 5, d]
     audio power [B, 128, 100 T] -> log-mel dB --temporal dropout/switch--> 52 patches [96, 128]
         -> VGGish CNN -> [B, 52, d]
     + temporal and source encodings -> tokens [B, 5 T + 52, d] (time-major visual, then audio)
@@ -37,6 +37,7 @@ from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_seg
 from astra.model.heads import ClassificationHead, UncertaintyDisplacementHead
 from astra.model.pffn import PointwiseFeedForward
 from astra.model.temporal_augment import TemporalAugment
+from astra.model.whitening import FeatureWhitening
 
 
 def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool = True) -> AstraModel:
@@ -73,6 +74,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
         audio_frames_per_second=clips.audio_frames_per_second,
         mel_bins=clips.mel_bins,
         audio_patch_frames=model.audio_patch_frames,
+        visual_whitening=FeatureWhitening(model.visual_dims) if model.feature_whitening else None,
         visual_augment=TemporalAugment(
             sum(model.visual_dims), model.temporal_dropout_p, model.temporal_switch_p
         ),
@@ -82,7 +84,13 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             else None
         ),
         visual_pffns=nn.ModuleList(
-            PointwiseFeedForward(dim, d_model, model.pffn_dropout, output_relu=model.pffn_output_relu)
+            PointwiseFeedForward(
+                dim,
+                d_model,
+                model.pffn_dropout,
+                hidden_relu=model.pffn_hidden_relu,
+                output_relu=model.pffn_output_relu,
+            )
             for dim in model.visual_dims
         ),
         audio_backbone=(
@@ -154,6 +162,7 @@ class AstraModel(nn.Module):
         audio_frames_per_second: int,
         mel_bins: int,
         audio_patch_frames: int,
+        visual_whitening: FeatureWhitening | None = None,
         visual_augment: TemporalAugment,
         audio_augment: TemporalAugment | None,
         visual_pffns: nn.ModuleList,
@@ -176,6 +185,8 @@ class AstraModel(nn.Module):
         self.visual_pffns = visual_pffns
         self.audio_backbone = audio_backbone
         self.visual_augment = visual_augment
+        # Fixed statistics of the training split (model.feature_whitening); buffers, saved in checkpoints.
+        self.visual_whitening = visual_whitening
         self.audio_augment = audio_augment
         self.encodings = encodings
         self.encoder = encoder
@@ -232,6 +243,8 @@ class AstraModel(nn.Module):
             log_mel: ``[B, mel_bins, T * 100]`` from ``preprocess_audio`` (mixed or not), or None.
         """
         batch = self._check_features(features)
+        if self.visual_whitening is not None:
+            features = self.visual_whitening(features)
         features = self.visual_augment(features)  # identity in eval mode
         parts = features.split(self.visual_dims, dim=-1)  # E_v x [B, T, d_j]
         visual = torch.stack([pffn(part) for pffn, part in zip(self.visual_pffns, parts, strict=True)], dim=2)

@@ -10,16 +10,24 @@ class PointwiseFeedForward(nn.Module):
     """Dropout, Linear(d_j, d_j), ReLU, Dropout, Linear(d_j, d), ReLU, applied to every time step.
 
     The final ReLU is the authors': the projected tokens are non-negative before
-    the learnable encodings are added. ``output_relu=False`` leaves it out, so that
-    the tokens keep both signs of what the last Linear extracts.
+    the learnable encodings are added. ``hidden_relu=False`` and ``output_relu=False``
+    leave out the first and the last ReLU: without both the PFFN is linear.
     """
 
-    def __init__(self, input_dim: int, output_dim: int, dropout: float, *, output_relu: bool = True) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        dropout: float,
+        *,
+        hidden_relu: bool = True,
+        output_relu: bool = True,
+    ) -> None:
         super().__init__()
         self.layers = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(input_dim, input_dim),
-            nn.ReLU(),
+            *([nn.ReLU()] if hidden_relu else []),
             nn.Dropout(dropout),
             nn.Linear(input_dim, output_dim),
             *([nn.ReLU()] if output_relu else []),

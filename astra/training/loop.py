@@ -37,6 +37,7 @@ from astra.inference import (
 )
 from astra.losses import total_loss
 from astra.model import build_model
+from astra.model.whitening import feature_statistics
 from astra.training import checkpoint
 from astra.training.clip_dataset import ClipDataset, epoch_plan, shard
 from astra.training.schedule import warmup_cosine
@@ -93,6 +94,10 @@ def fit(
     resume_path = Path(resume_from) if resume_from else checkpoints / checkpoint.LAST
     # Pretrained VGGish weights matter only for a fresh run: a checkpoint holds the fine-tuned ones.
     model = build_model(config.model, config.clips, load_pretrained=not resume_path.is_file()).to(device)
+    if model.visual_whitening is not None and not resume_path.is_file():
+        # Fitted once on the training split; a resumed run restores it from the checkpoint.
+        means, covariances = feature_statistics([h.features for h in train_halves], config.model.visual_dims)
+        model.visual_whitening.fit(means, covariances)
     core = model
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,6 +83,33 @@ def test_an_interrupted_run_resumes_on_a_gpu(tiny_dataset, tiny_config, tmp_path
     seen: list[float] = []
     fit(config, roots, tmp_path, reporter=lambda m, _: seen.append(m["epoch"]), device=device, progress=False)
     assert seen == [2, 3]
+
+
+def test_whitening_is_fitted_on_the_training_split_and_kept_on_resume(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
+    from astra.data.dataset import load_split
+
+    config = tiny_config("model.use_audio=false", "model.feature_whitening=true", "train.epochs=1")
+    roots = DataRoots.single(tiny_dataset.root)
+    fit(config, roots, tmp_path, progress=False)
+    saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]
+    train = load_split(roots, "train", with_audio=False, require_labels=True, progress=False)
+    features = np.concatenate([np.asarray(h.features, dtype=np.float64) for h in train])
+    assert bool(saved["visual_whitening.fitted"])
+    np.testing.assert_allclose(saved["visual_whitening.mean_0"].numpy(), features[:, :8].mean(0), atol=1e-5)
+    # A resumed run takes the statistics from the checkpoint: altered ones stay as saved.
+    altered = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    altered["model"]["visual_whitening.mean_0"] += 1.0
+    checkpoint.save_atomic(altered, tmp_path / "checkpoints" / "last.pt")
+    fit(replace_epochs(config, 2), roots, tmp_path, progress=False)
+    resumed = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]
+    key = "visual_whitening.mean_0"
+    torch.testing.assert_close(resumed[key], altered["model"][key])
+
+
+def replace_epochs(config, epochs: int):
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
 def test_a_finished_run_reports_its_last_metrics_again(tiny_dataset, tiny_config, tmp_path: Path) -> None:
