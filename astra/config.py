@@ -146,6 +146,9 @@ class TrainConfig:
     epochs: int = 50  # upper bound; early stopping usually ends sooner
     warmup_epochs: int = 3  # linear warm-up, then cosine decay
     patience_epochs: int = 15  # early stopping on the validation tight Average-mAP
+    # Validate after every k-th epoch (and the last): validation can cost as much as an epoch of
+    # training. Patience still counts epochs; the best checkpoint is chosen among validated ones.
+    validate_every_epochs: int = 1
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where the GPU has it
     clips_per_epoch: int = 0  # 0: every clip of one phase; >0 caps an epoch (small runs)
     loader_workers: int = 2  # data-loading processes per training worker

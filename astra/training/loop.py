@@ -75,6 +75,10 @@ def fit(
     (a checkpoint file) or, when it exists, ``out_dir/checkpoints/last.pt``.
     """
     out_dir = Path(out_dir)
+    if config.train.validate_every_epochs < 1:
+        raise ConfigError(
+            f"train.validate_every_epochs must be 1 or more, got {config.train.validate_every_epochs}"
+        )
     rank, world_size = _rank_and_world()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     _seed_everything(config.train.seed + rank)
@@ -176,13 +180,18 @@ def fit(
             progress=progress and rank == 0, description=f"epoch {epoch + 1}/{config.train.epochs}",
         )  # fmt: skip
         model.eval()
-        valid = validate(core, valid_halves, config, device=device, autocast_dtype=autocast_dtype)
-        state.record(epoch, valid, config.train.patience_epochs)
+        every = config.train.validate_every_epochs
+        if (epoch + 1) % every == 0 or epoch + 1 == config.train.epochs:
+            valid = validate(core, valid_halves, config, device=device, autocast_dtype=autocast_dtype)
+            state.record(epoch, valid, config.train.patience_epochs)
+        else:  # not validated: the metrics carry the last validation's score
+            state.record(epoch, None, config.train.patience_epochs)
         metrics = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             **{f"train_{name}": value for name, value in parts.items()},
-            "valid_tight_a_map": valid,
+            "valid_tight_a_map": state.last_valid,
+            "validated": float(state.last_valid_epoch == epoch),
             "best_valid_tight_a_map": state.best,
             "learning_rate": scheduler.get_last_lr()[0],
             "epoch_seconds": time.perf_counter() - started,
@@ -213,9 +222,10 @@ def fit(
             for name, value in metrics.items():
                 writer.add_scalar(name, value, epoch + 1)
             writer.flush()
+            validated = f"{state.last_valid:.4f}" if state.last_valid_epoch == epoch else "-     "
             log.info(
-                "epoch %d/%d  loss %.4f  valid tight a-mAP %.4f  (best %.4f at epoch %d)  %.0f s",
-                epoch + 1, config.train.epochs, train_loss, valid, state.best, state.best_epoch + 1,
+                "epoch %d/%d  loss %.4f  valid tight a-mAP %s  (best %.4f at epoch %d)  %.0f s",
+                epoch + 1, config.train.epochs, train_loss, validated, state.best, state.best_epoch + 1,
                 metrics["epoch_seconds"],
             )  # fmt: skip
         if reporter is not None:
@@ -279,11 +289,16 @@ class _TrainingState:
     best_epoch: int = -1
     stopped: bool = False
     metrics: dict[str, float] | None = None
+    last_valid: float = -1.0  # score of the last validation (train.validate_every_epochs)
+    last_valid_epoch: int = -1
 
-    def record(self, epoch: int, valid: float, patience: int) -> None:
+    def record(self, epoch: int, valid: float | None, patience: int) -> None:
+        """Epoch ``epoch`` is over; ``valid`` is its validation score, None when not validated."""
         self.epoch = epoch
-        if valid > self.best:
-            self.best, self.best_epoch = valid, epoch
+        if valid is not None:
+            self.last_valid, self.last_valid_epoch = valid, epoch
+            if valid > self.best:
+                self.best, self.best_epoch = valid, epoch
         self.stopped = epoch - self.best_epoch >= patience
 
     def finished(self, config: ExperimentConfig) -> bool:
@@ -299,13 +314,17 @@ class _TrainingState:
             "best_epoch": self.best_epoch,
             "stopped": self.stopped,
             "metrics": dict(self.metrics or {}),
+            "last_valid": self.last_valid,
+            "last_valid_epoch": self.last_valid_epoch,
         }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> _TrainingState:
         return cls(
-            values["epoch"], values["best"], values["best_epoch"], values["stopped"], values["metrics"]
-        )
+            values["epoch"], values["best"], values["best_epoch"], values["stopped"], values["metrics"],
+            # Checkpoints written before validate_every_epochs validated every epoch.
+            values.get("last_valid", values["best"]), values.get("last_valid_epoch", values["epoch"]),
+        )  # fmt: skip
 
 
 def _train_one_epoch(

@@ -112,6 +112,25 @@ def replace_epochs(config, epochs: int):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
+def test_validation_every_k_epochs_picks_the_best_among_validated_ones(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
+    config = tiny_config("model.use_audio=false", "train.epochs=5", "train.validate_every_epochs=2")
+    reports: list[dict[str, float]] = []
+    result = fit(
+        config, DataRoots.single(tiny_dataset.root), tmp_path, reporter=lambda m, _: reports.append(m)
+    )
+    assert [m["epoch"] for m in reports] == [1, 2, 3, 4, 5]
+    # Epochs 2 and 4 are validated, and the last one whatever k; the others carry the last score.
+    assert [m["validated"] for m in reports] == [0.0, 1.0, 0.0, 1.0, 1.0]
+    assert reports[0]["valid_tight_a_map"] == -1.0
+    assert reports[2]["valid_tight_a_map"] == reports[1]["valid_tight_a_map"]
+    assert result.best_epoch in (2, 4, 5)
+    assert result.best_valid_tight_a_map == max(m["valid_tight_a_map"] for m in reports if m["validated"])
+    with pytest.raises(ConfigError, match="validate_every_epochs"):
+        fit(tiny_config("train.validate_every_epochs=0"), DataRoots.single(tiny_dataset.root), tmp_path)
+
+
 def test_a_finished_run_reports_its_last_metrics_again(tiny_dataset, tiny_config, tmp_path: Path) -> None:
     config = tiny_config("model.use_audio=false", "train.epochs=1")
     roots = DataRoots.single(tiny_dataset.root)
