@@ -65,6 +65,9 @@ def main() -> None:
 
         device = torch.device(args.device)
         model = build_model(config.model, config.clips, load_pretrained=False).to(device).eval()
+        if model.visual_whitening is not None:  # a timing needs the work, not fitted statistics
+            dims = config.model.visual_dims
+            model.visual_whitening.fit([np.zeros(d) for d in dims], [np.eye(d) for d in dims])
         windows = len(
             inference_window_starts(
                 seconds, config.clips.clip_seconds, int(config.clips.inference_stride_seconds)
