@@ -100,6 +100,9 @@ class ModelConfig:
     # of distance but the learnable temporal encodings, and a small model mixes each second with its
     # whole segment before it learns which neighbours matter.
     encoder_locality_bias: float = 0.0
+    # Per-head slopes of both penalties, as ALiBi: head h (0-based) gets slope * ratio**h. 1 gives every
+    # head the same slope; 0.25 with 2 heads gives one head a local view and one a 4x wider one.
+    locality_bias_head_ratio: float = 1.0
     head_dropout: float = 0.4  # dropout in the classification and displacement heads
     use_audio: bool = True  # M9 ablation: the audio branch
     audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)  # VGGish conv stack

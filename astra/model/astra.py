@@ -33,7 +33,7 @@ from torch import nn
 from astra.config import ClipConfig, ModelConfig
 from astra.model.audio import VGGishBackbone, audio_patch_count, load_vggish_weights, log_mel_db
 from astra.model.dropout import use_fast_dropout
-from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_segments
+from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_segments, per_batch_mask
 from astra.model.heads import ClassificationHead, UncertaintyDisplacementHead
 from astra.model.pffn import PointwiseFeedForward
 from astra.model.temporal_augment import TemporalAugment
@@ -121,6 +121,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
                 model.audio_patch_frames / clips.audio_frames_per_second,
             ),
             locality_slope=model.encoder_locality_bias,
+            head_ratio=model.locality_bias_head_ratio,
         ),
         decoder=nn.TransformerDecoder(decoder_layer, model.decoder_layers),
         # One query per output position; uniform [0, 1) initialisation, as the authors.
@@ -139,7 +140,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
                 len(model.visual_dims),
                 num_audio_tokens,
                 model.audio_patch_frames / clips.audio_frames_per_second,
-                model.decoder_locality_bias,
+                head_slopes(model.decoder_locality_bias, model.locality_bias_head_ratio, model.num_heads),
             )
             if model.decoder_locality_bias > 0
             else None
@@ -194,8 +195,9 @@ class AstraModel(nn.Module):
         self.queries = queries
         self.classification_head = classification_head
         self.displacement_head = displacement_head
-        # [L_out, tokens] added to the decoder's cross-attention logits (model.decoder_locality_bias);
-        # not saved in checkpoints: it follows from the config.
+        # [L_out, tokens] (or [heads, L_out, tokens] with per-head slopes) added to the decoder's
+        # cross-attention logits (model.decoder_locality_bias); not saved in checkpoints: it follows
+        # from the config.
         self.register_buffer("cross_attention_bias", cross_attention_bias, persistent=False)
 
     @property
@@ -269,7 +271,7 @@ class AstraModel(nn.Module):
         queries = self.queries.expand(batch, -1, -1)  # [B, L_out, d]
         bias = self.cross_attention_bias
         if bias is not None:
-            bias = bias.to(memory.dtype)
+            bias = per_batch_mask(bias.to(memory.dtype), batch)
         decoded = self.decoder(queries, memory, memory_mask=bias)  # [B, L_out, d]
         outputs = {"class_scores": self.classification_head(decoded)}  # [B, L_out, C+1]
         if isinstance(self.displacement_head, UncertaintyDisplacementHead):
@@ -299,17 +301,28 @@ def locality_bias(
     num_visual_embeddings: int,
     num_audio_tokens: int,
     audio_patch_seconds: float,
-    slope: float,
+    slope: float | Sequence[float],
 ) -> torch.Tensor:
     """``[L_out, T * E_v + L_a]`` float32: ``-slope * |t_query - t_token|``, times in seconds.
 
     Output position ``j`` sits at ``(j + 0.5) / outputs_per_second``; visual token ``(t, e)`` at
     ``t + 0.5`` (tokens are time-major, as ``TokenEncodings`` lays them out); audio patch ``k`` at
-    ``(k + 0.5) * audio_patch_seconds``.
+    ``(k + 0.5) * audio_patch_seconds``. With one slope per head (``head_slopes``), the bias is
+    ``[heads, L_out, T * E_v + L_a]``.
     """
     query_times = (torch.arange(num_outputs, dtype=torch.float64) + 0.5) / outputs_per_second
     times = token_times(clip_seconds, num_visual_embeddings, num_audio_tokens, audio_patch_seconds)
-    return (-slope * (query_times[:, None] - times[None, :]).abs()).float()
+    distance = (query_times[:, None] - times[None, :]).abs()
+    if isinstance(slope, (int, float)):
+        return (-slope * distance).float()
+    return (-torch.tensor(slope, dtype=torch.float64)[:, None, None] * distance).float()
+
+
+def head_slopes(slope: float, ratio: float, num_heads: int) -> float | tuple[float, ...]:
+    """``slope`` for every head when ``ratio`` is 1, else ``slope * ratio**h`` for head ``h``."""
+    if ratio == 1:
+        return slope
+    return tuple(slope * ratio**head for head in range(num_heads))
 
 
 def token_times(
@@ -350,6 +363,8 @@ def _check(model: ModelConfig, clips: ClipConfig) -> None:
         )
     if model.encoder_layers < 1 or model.decoder_layers < 1:
         raise ValueError("model.encoder_layers and model.decoder_layers must be >= 1")
+    if not model.locality_bias_head_ratio > 0:
+        raise ValueError(f"model.locality_bias_head_ratio must be > 0, got {model.locality_bias_head_ratio}")
     for key in ("decoder_locality_bias", "encoder_locality_bias"):
         if getattr(model, key) < 0:
             raise ValueError(f"model.{key} must be >= 0 (0 is off), got {getattr(model, key)}")

@@ -81,6 +81,7 @@ class HierarchicalEncoder(nn.Module):
         norm_first: bool = False,
         token_times: torch.Tensor | None = None,
         locality_slope: float = 0.0,
+        head_ratio: float = 1.0,
     ) -> None:
         super().__init__()
         for segments in segments_per_layer:
@@ -104,12 +105,16 @@ class HierarchicalEncoder(nn.Module):
             # One [N, N] additive mask per segment count: -slope * |t_i - t_j| within a segment,
             # -inf across segments (the same attention as running the segments apart). Buffers not
             # saved in checkpoints: they follow from the config.
+            # With per-head slopes (head_ratio != 1, as ALiBi) the masks are [heads, N, N].
             distance = (token_times[:, None] - token_times[None, :]).abs().float()
+            if head_ratio != 1:
+                slopes = torch.tensor([locality_slope * head_ratio**h for h in range(num_heads)])
+                distance = slopes[:, None, None] * distance
+            else:
+                distance = locality_slope * distance
             for segments in sorted(set(segments_per_layer)):
                 segment = _segment_of_tokens(num_visual_tokens, num_audio_tokens, segments)
-                bias = (-locality_slope * distance).masked_fill(
-                    segment[:, None] != segment[None, :], float("-inf")
-                )
+                bias = (-distance).masked_fill(segment[:, None] != segment[None, :], float("-inf"))
                 self.register_buffer(f"self_attention_bias_{segments}", bias, persistent=False)
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(
@@ -137,7 +142,7 @@ class HierarchicalEncoder(nn.Module):
             try:
                 for layer, segments in zip(self.layers, self.segments_per_layer, strict=True):
                     bias = getattr(self, f"self_attention_bias_{segments}").to(tokens.dtype)
-                    tokens = layer(tokens, src_mask=bias)
+                    tokens = layer(tokens, src_mask=per_batch_mask(bias, tokens.shape[0]))
             finally:
                 torch.backends.mha.set_fastpath_enabled(fast_path)
             return tokens
@@ -182,6 +187,14 @@ class HierarchicalEncoder(nn.Module):
             ],
             dim=1,
         )
+
+
+def per_batch_mask(bias: torch.Tensor, batch: int) -> torch.Tensor:
+    """An attention mask for ``nn.MultiheadAttention``: a 2-D bias as it is; a per-head
+    ``[heads, L, S]`` bias repeated to ``[batch * heads, L, S]`` (batch-major, as it expects)."""
+    if bias.dim() == 2:
+        return bias
+    return bias.unsqueeze(0).expand(batch, *bias.shape).reshape(batch * bias.shape[0], *bias.shape[1:])
 
 
 def _segment_of_tokens(num_visual: int, num_audio: int, segments: int) -> torch.Tensor:

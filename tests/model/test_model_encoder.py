@@ -183,3 +183,74 @@ def test_locality_bias_needs_token_times() -> None:
         HierarchicalEncoder(D_MODEL, 2, 16, 0.1, (1,), 6, 0, locality_slope=1.0)
     with pytest.raises(ValueError, match=">= 0"):
         HierarchicalEncoder(D_MODEL, 2, 16, 0.1, (1,), 6, 0, token_times=torch.zeros(6), locality_slope=-1)
+
+
+def test_per_head_slopes_follow_the_ratio() -> None:
+    from astra.model.astra import head_slopes, locality_bias
+
+    assert head_slopes(1.0, 1.0, 4) == 1.0
+    assert head_slopes(1.0, 0.25, 3) == (1.0, 0.25, 0.0625)
+    torch.manual_seed(0)
+    encoder = HierarchicalEncoder(
+        D_MODEL, 2, 16, 0.1, (2, 1), 4 * EMBEDDINGS, 0,
+        token_times=_token_times(4, 0), locality_slope=0.5, head_ratio=0.25,
+    )  # fmt: skip
+    whole = encoder.self_attention_bias_1
+    assert whole.shape == (2, 12, 12)
+    assert whole[0, 0, 3].item() == pytest.approx(-0.5) and whole[1, 0, 3].item() == pytest.approx(-0.125)
+    assert encoder.self_attention_bias_2[1, 0, 6].item() == float("-inf")
+    decoder_bias = locality_bias(4, 2, 2, EMBEDDINGS, 0, 0.96, (1.0, 0.5))
+    assert decoder_bias.shape == (2, 4, 2 * EMBEDDINGS)
+    torch.testing.assert_close(decoder_bias[1], locality_bias(4, 2, 2, EMBEDDINGS, 0, 0.96, 0.5))
+
+
+def test_a_per_head_mask_reaches_the_head_it_is_meant_for() -> None:
+    # nn.MultiheadAttention reads a [B * heads, L, S] mask batch-major; per_batch_mask must lay it
+    # out so. Head 0 may attend only to its own token, head 1 everywhere: compare with attention
+    # computed by hand, head by head, with a batch of 2 so that a head-major layout would fail.
+    from astra.model.encoder import per_batch_mask
+
+    torch.manual_seed(0)
+    heads, length, width = 2, 5, 8
+    attention = torch.nn.MultiheadAttention(width, heads, batch_first=True).eval()
+    x = torch.randn(2, length, width)
+    local = torch.full((length, length), float("-inf")).fill_diagonal_(0.0)
+    bias = torch.stack([local, torch.zeros(length, length)])
+    with torch.no_grad():
+        out, _ = attention(x, x, x, attn_mask=per_batch_mask(bias, 2), need_weights=False)
+        q, k, v = (
+            x @ w.T + b
+            for w, b in zip(attention.in_proj_weight.chunk(3), attention.in_proj_bias.chunk(3), strict=True)
+        )
+        size = width // heads
+        parts = []
+        for head in range(heads):
+            cut = slice(head * size, (head + 1) * size)
+            logits = q[..., cut] @ k[..., cut].transpose(1, 2) / size**0.5 + bias[head]
+            parts.append(logits.softmax(-1) @ v[..., cut])
+        expected = attention.out_proj(torch.cat(parts, dim=-1))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert per_batch_mask(local, 3) is local  # a shared 2-D mask passes as it is
+
+
+def test_a_model_with_per_head_slopes_runs_and_its_heads_differ() -> None:
+    from astra.config import load_config
+    from astra.model import build_model
+
+    overrides = [
+        "model.use_audio=false", "model.visual_dims=[6, 4]", "model.d_model=16", "model.num_heads=2",
+        "model.encoder_locality_bias=1.0", "model.decoder_locality_bias=1.0", "clips.clip_seconds=10",
+    ]  # fmt: skip
+    features = torch.randn(3, 10, 10)
+    outputs = {}
+    for ratio in (1.0, 0.25):
+        config = load_config([], [*overrides, f"model.locality_bias_head_ratio={ratio}"])
+        torch.manual_seed(0)
+        model = build_model(config.model, config.clips).eval()
+        with torch.no_grad():
+            outputs[ratio] = model(features)["class_scores"]
+        assert outputs[ratio].shape == (3, config.clips.num_outputs, 18)
+    assert not torch.allclose(outputs[1.0], outputs[0.25])
+    with pytest.raises(ValueError, match="locality_bias_head_ratio"):
+        config = load_config([], [*overrides, "model.locality_bias_head_ratio=0"])
+        build_model(config.model, config.clips)
