@@ -10,8 +10,15 @@
 # PYTHON picks the interpreter (default: .venv/bin/python if it exists, else python3); with a
 # plain python3, the repository root is put on PYTHONPATH so that `-m astra` runs from the tree.
 set -euo pipefail
+# WORK_DIR is taken relative to where the script is called from, and must be new or a folder
+# this script made before (it is emptied).
+if [[ -n "${1:-}" ]]; then WORK=$(realpath -m -- "$1"); fi
 cd "$(dirname "$0")/.."
-WORK=${1:-runs/gpu_check}
+WORK=${WORK:-$PWD/runs/gpu_check}
+if [[ -e "$WORK" && ! -f "$WORK/.gpu_check" ]]; then
+  echo "gpu_check: $WORK exists and was not made by this script; give a new folder" >&2
+  exit 2
+fi
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -37,6 +44,7 @@ step "inference of a 45-minute half, paper preset with audio"
 
 step "end to end on a simulated dataset: train (bf16, audio), resume, predict, evaluate"
 rm -rf "$WORK"
+mkdir -p "$WORK" && touch "$WORK/.gpu_check"
 astra synth "$WORK/data" --games 12 --half-minutes 4 --quiet
 astra train --config configs/small.yaml --data "$WORK/data" --out "$WORK/run" \
   train.epochs=3 train.warmup_epochs=1

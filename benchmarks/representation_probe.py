@@ -44,9 +44,6 @@ def main() -> None:
     parser.add_argument("--ridge", type=float, default=BaselineConfig.ridge, help="probe ridge strength")
     args = parser.parse_args()
 
-    roots = DataRoots.single(args.data)
-    train = load_split(roots, "train", with_audio=False, require_labels=True, progress=False)
-    scored = load_split(roots, args.split, with_audio=False, require_labels=True, progress=False)
     if args.checkpoint:
         saved = checkpoint.load(args.checkpoint)
         config = config_from_dict(saved["config"])
@@ -56,10 +53,13 @@ def main() -> None:
         config = load_config(args.config, ["model.use_audio=false"])
         torch.manual_seed(0)
         model = build_model(config.model, config.clips, load_pretrained=False)
-        if model.visual_whitening is not None:
-            model.visual_whitening.fit(
-                *feature_statistics([h.features for h in train], config.model.visual_dims)
-            )
+    roots = DataRoots.single(
+        args.data, features_pattern=config.data.features_filename, audio_pattern=config.data.audio_filename
+    )
+    train = load_split(roots, config.data.train_split, with_audio=False, require_labels=True, progress=False)
+    scored = load_split(roots, args.split, with_audio=False, require_labels=True, progress=False)
+    if not args.checkpoint and model.visual_whitening is not None:
+        model.visual_whitening.fit(*feature_statistics([h.features for h in train], config.model.visual_dims))
     if model.use_audio:
         parser.error("visual-only models only (model.use_audio=false)")
     model.eval()

@@ -26,7 +26,8 @@ from torch import nn
 # no variance in the training split (dead units of a backbone) are not blown up.
 EPSILON = 1e-3
 # The statistics need a sample, not every second: 200,000 seconds (about 37 games of
-# SoccerNet) estimate a 2048-wide covariance well and keep the fit to seconds on a CPU.
+# SoccerNet) estimate a 2048-wide covariance well; at the paper's sizes the fit then takes
+# about a minute of one CPU core, once per run.
 MAX_SECONDS = 200_000
 
 
@@ -44,9 +45,15 @@ class FeatureWhitening(nn.Module):
             self.register_buffer(f"mean_{j}", torch.zeros(dim))
             self.register_buffer(f"matrix_{j}", torch.eye(dim))
         self.register_buffer("fitted", torch.tensor(False))
+        # A Python copy of ``fitted``, so that forward does not read a GPU tensor at every call.
+        self._fitted = False
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._sync_fitted())
+
+    def _sync_fitted(self) -> None:
+        self._fitted = bool(self.fitted)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if not bool(self.fitted):
+        if not self._fitted:
             raise RuntimeError(
                 "model.feature_whitening is on but the whitening was never fitted: "
                 "astra.training.loop.fit fits it on the training split, a checkpoint restores it"
@@ -72,6 +79,11 @@ class FeatureWhitening(nn.Module):
                     f"embedding {j}: statistics of shape {np.shape(mean)} and {np.shape(covariance)}, "
                     f"expected ({dim},) and ({dim}, {dim})"
                 )
+            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(covariance))):
+                raise WhiteningError(
+                    f"embedding {j}: the training features hold NaN or infinite values "
+                    "(astra check-data names the file and second)"
+                )
             eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(covariance, dtype=np.float64))
             if not np.all(np.isfinite(eigenvalues)) or eigenvalues.mean() <= 0:
                 raise WhiteningError(f"embedding {j}: the features have no variance to whiten")
@@ -80,6 +92,7 @@ class FeatureWhitening(nn.Module):
             getattr(self, f"mean_{j}").copy_(torch.from_numpy(np.asarray(mean, dtype=np.float64)))
             getattr(self, f"matrix_{j}").copy_(torch.from_numpy(matrix))
         self.fitted.fill_(True)
+        self._fitted = True
 
 
 def feature_statistics(

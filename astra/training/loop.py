@@ -104,8 +104,10 @@ def fit(
         model.visual_whitening.fit(means, covariances)
     core = model
     if world_size > 1:
+        # The model's buffers (whitening statistics, attention masks) are fixed: synced once when
+        # DDP starts, not re-sent at every forward pass (tens of MB at the paper's sizes).
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
     optimizer = torch.optim.Adam(
         model.parameters(),
@@ -220,7 +222,8 @@ def fit(
             checkpoint_dir = checkpoints
             assert writer is not None
             for name, value in metrics.items():
-                writer.add_scalar(name, value, epoch + 1)
+                if name != "valid_tight_a_map" or metrics["validated"]:  # no stale points in the curve
+                    writer.add_scalar(name, value, epoch + 1)
             writer.flush()
             validated = f"{state.last_valid:.4f}" if state.last_valid_epoch == epoch else "-     "
             log.info(
@@ -293,12 +296,17 @@ class _TrainingState:
     last_valid_epoch: int = -1
 
     def record(self, epoch: int, valid: float | None, patience: int) -> None:
-        """Epoch ``epoch`` is over; ``valid`` is its validation score, None when not validated."""
+        """Epoch ``epoch`` is over; ``valid`` is its validation score, None when not validated.
+
+        Early stopping is decided at validated epochs only, so that a run never stops before
+        its first validation nor on an epoch it did not score.
+        """
         self.epoch = epoch
-        if valid is not None:
-            self.last_valid, self.last_valid_epoch = valid, epoch
-            if valid > self.best:
-                self.best, self.best_epoch = valid, epoch
+        if valid is None:
+            return
+        self.last_valid, self.last_valid_epoch = valid, epoch
+        if valid > self.best:
+            self.best, self.best_epoch = valid, epoch
         self.stopped = epoch - self.best_epoch >= patience
 
     def finished(self, config: ExperimentConfig) -> bool:
@@ -323,7 +331,8 @@ class _TrainingState:
         return cls(
             values["epoch"], values["best"], values["best_epoch"], values["stopped"], values["metrics"],
             # Checkpoints written before validate_every_epochs validated every epoch.
-            values.get("last_valid", values["best"]), values.get("last_valid_epoch", values["epoch"]),
+            values.get("last_valid", (values["metrics"] or {}).get("valid_tight_a_map", values["best"])),
+            values.get("last_valid_epoch", values["epoch"]),
         )  # fmt: skip
 
 

@@ -72,6 +72,8 @@ def test_an_unfitted_whitening_refuses_to_run_and_bad_statistics_are_named() -> 
         whitening(torch.zeros(1, 3, 10))
     with pytest.raises(WhiteningError, match=r"embedding 1.*expected \(4,\)"):
         whitening.fit([np.zeros(6), np.zeros(5)], [np.eye(6), np.eye(5)])
+    with pytest.raises(WhiteningError, match="NaN or infinite"):
+        whitening.fit([np.zeros(6), np.full(4, np.nan)], [np.eye(6), np.eye(4)])
     with pytest.raises(WhiteningError, match="no variance"):
         whitening.fit([np.zeros(6), np.zeros(4)], [np.eye(6), np.zeros((4, 4))])
     with pytest.raises(WhiteningError, match="expected \\[seconds, 10\\]"):

@@ -127,6 +127,16 @@ def test_validation_every_k_epochs_picks_the_best_among_validated_ones(
     assert reports[2]["valid_tight_a_map"] == reports[1]["valid_tight_a_map"]
     assert result.best_epoch in (2, 4, 5)
     assert result.best_valid_tight_a_map == max(m["valid_tight_a_map"] for m in reports if m["validated"])
+    # Validating less often than the patience: the run still validates and keeps a best checkpoint.
+    sparse = tiny_config(
+        "model.use_audio=false", "train.epochs=5", "train.validate_every_epochs=3", "train.patience_epochs=1"
+    )
+    seen: list[dict[str, float]] = []
+    result = fit(
+        sparse, DataRoots.single(tiny_dataset.root), tmp_path / "sparse", reporter=lambda m, _: seen.append(m)
+    )
+    assert [m["validated"] for m in seen] == [0.0, 0.0, 1.0, 0.0, 1.0]
+    assert result.best_epoch in (3, 5) and (tmp_path / "sparse" / "checkpoints" / "best.pt").is_file()
     with pytest.raises(ConfigError, match="validate_every_epochs"):
         fit(tiny_config("train.validate_every_epochs=0"), DataRoots.single(tiny_dataset.root), tmp_path)
 
