@@ -100,6 +100,9 @@ def fit(
     model = build_model(config.model, config.clips, load_pretrained=not resume_path.is_file()).to(device)
     if model.visual_whitening is not None and not resume_path.is_file():
         # Fitted once on the training split; a resumed run restores it from the checkpoint.
+        if rank == 0:
+            seconds = sum(h.num_seconds for h in train_halves)
+            log.info("fitting the feature whitening on %d s of split %r", seconds, config.data.train_split)
         means, covariances = feature_statistics([h.features for h in train_halves], config.model.visual_dims)
         model.visual_whitening.fit(means, covariances)
     core = model
