@@ -47,10 +47,7 @@ class FeatureWhitening(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
         # A Python copy of ``fitted``, so that forward does not read a GPU tensor at every call.
         self._fitted = False
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._sync_fitted())
-
-    def _sync_fitted(self) -> None:
-        self._fitted = bool(self.fitted)
+        self.register_load_state_dict_post_hook(_sync_fitted)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if not self._fitted:
@@ -93,6 +90,11 @@ class FeatureWhitening(nn.Module):
             getattr(self, f"matrix_{j}").copy_(torch.from_numpy(matrix))
         self.fitted.fill_(True)
         self._fitted = True
+
+
+def _sync_fitted(module: FeatureWhitening, _incompatible_keys: object) -> None:
+    """After ``load_state_dict``: the Python flag follows the loaded ``fitted`` buffer."""
+    module._fitted = bool(module.fitted)
 
 
 def feature_statistics(
