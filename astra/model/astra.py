@@ -33,7 +33,13 @@ from torch import nn
 from astra.config import ClipConfig, ModelConfig
 from astra.model.audio import VGGishBackbone, audio_patch_count, load_vggish_weights, log_mel_db
 from astra.model.dropout import use_fast_dropout
-from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_segments, per_batch_mask
+from astra.model.encoder import (
+    HierarchicalEncoder,
+    TokenEncodings,
+    encoder_segments,
+    head_slopes,
+    per_batch_mask,
+)
 from astra.model.heads import ClassificationHead, UncertaintyDisplacementHead
 from astra.model.pffn import PointwiseFeedForward
 from astra.model.temporal_augment import TemporalAugment
@@ -316,13 +322,6 @@ def locality_bias(
     if isinstance(slope, (int, float)):
         return (-slope * distance).float()
     return (-torch.tensor(slope, dtype=torch.float64)[:, None, None] * distance).float()
-
-
-def head_slopes(slope: float, ratio: float, num_heads: int) -> float | tuple[float, ...]:
-    """``slope`` for every head when ``ratio`` is 1, else ``slope * ratio**h`` for head ``h``."""
-    if ratio == 1:
-        return slope
-    return tuple(slope * ratio**head for head in range(num_heads))
 
 
 def token_times(

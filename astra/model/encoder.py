@@ -107,11 +107,11 @@ class HierarchicalEncoder(nn.Module):
             # saved in checkpoints: they follow from the config.
             # With per-head slopes (head_ratio != 1, as ALiBi) the masks are [heads, N, N].
             distance = (token_times[:, None] - token_times[None, :]).abs().float()
-            if head_ratio != 1:
-                slopes = torch.tensor([locality_slope * head_ratio**h for h in range(num_heads)])
-                distance = slopes[:, None, None] * distance
+            slopes = head_slopes(locality_slope, head_ratio, num_heads)
+            if isinstance(slopes, tuple):
+                distance = torch.tensor(slopes)[:, None, None] * distance
             else:
-                distance = locality_slope * distance
+                distance = slopes * distance
             for segments in sorted(set(segments_per_layer)):
                 segment = _segment_of_tokens(num_visual_tokens, num_audio_tokens, segments)
                 bias = (-distance).masked_fill(segment[:, None] != segment[None, :], float("-inf"))
@@ -187,6 +187,13 @@ class HierarchicalEncoder(nn.Module):
             ],
             dim=1,
         )
+
+
+def head_slopes(slope: float, ratio: float, num_heads: int) -> float | tuple[float, ...]:
+    """``slope`` for every head when ``ratio`` is 1, else ``slope * ratio**h`` for head ``h``."""
+    if ratio == 1:
+        return slope
+    return tuple(slope * ratio**head for head in range(num_heads))
 
 
 def per_batch_mask(bias: torch.Tensor, batch: int) -> torch.Tensor:
