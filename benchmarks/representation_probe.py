@@ -26,7 +26,6 @@ from astra.data.dataset import DataRoots, Half, load_split
 from astra.data.labels import LABELS_FILENAME, read_labels
 from astra.evaluation.average_map import evaluate_spots
 from astra.model import build_model
-from astra.model.whitening import feature_statistics
 from astra.training import checkpoint
 
 STAGES = ("features", "pffn", "encoder", "decoder")
@@ -59,7 +58,7 @@ def main() -> None:
     train = load_split(roots, config.data.train_split, with_audio=False, require_labels=True, progress=False)
     scored = load_split(roots, args.split, with_audio=False, require_labels=True, progress=False)
     if not args.checkpoint and model.visual_whitening is not None:
-        model.visual_whitening.fit(*feature_statistics([h.features for h in train], config.model.visual_dims))
+        model.visual_whitening.fit_features([h.features for h in train])
     if model.use_audio:
         parser.error("visual-only models only (model.use_audio=false)")
     model.eval()

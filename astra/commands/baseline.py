@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from astra.baseline import BaselineConfig
+from astra.baseline_config import BaselineConfig
 
 HELP = "fit a ridge-regression baseline and write predictions for a split"
 

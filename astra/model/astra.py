@@ -36,6 +36,7 @@ from astra.model.dropout import use_fast_dropout
 from astra.model.encoder import (
     HierarchicalEncoder,
     TokenEncodings,
+    distance_penalty,
     encoder_segments,
     head_slopes,
     per_batch_mask,
@@ -318,10 +319,7 @@ def locality_bias(
     """
     query_times = (torch.arange(num_outputs, dtype=torch.float64) + 0.5) / outputs_per_second
     times = token_times(clip_seconds, num_visual_embeddings, num_audio_tokens, audio_patch_seconds)
-    distance = (query_times[:, None] - times[None, :]).abs()
-    if isinstance(slope, (int, float)):
-        return (-slope * distance).float()
-    return (-torch.tensor(slope, dtype=torch.float64)[:, None, None] * distance).float()
+    return distance_penalty((query_times[:, None] - times[None, :]).abs(), slope).float()
 
 
 def token_times(

@@ -107,14 +107,10 @@ class HierarchicalEncoder(nn.Module):
             # saved in checkpoints: they follow from the config.
             # With per-head slopes (head_ratio != 1, as ALiBi) the masks are [heads, N, N].
             distance = (token_times[:, None] - token_times[None, :]).abs().float()
-            slopes = head_slopes(locality_slope, head_ratio, num_heads)
-            if isinstance(slopes, tuple):
-                distance = torch.tensor(slopes)[:, None, None] * distance
-            else:
-                distance = slopes * distance
+            penalty = distance_penalty(distance, head_slopes(locality_slope, head_ratio, num_heads))
             for segments in sorted(set(segments_per_layer)):
                 segment = _segment_of_tokens(num_visual_tokens, num_audio_tokens, segments)
-                bias = (-distance).masked_fill(segment[:, None] != segment[None, :], float("-inf"))
+                bias = penalty.masked_fill(segment[:, None] != segment[None, :], float("-inf"))
                 self.register_buffer(f"self_attention_bias_{segments}", bias, persistent=False)
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(
@@ -194,6 +190,13 @@ def head_slopes(slope: float, ratio: float, num_heads: int) -> float | tuple[flo
     if ratio == 1:
         return slope
     return tuple(slope * ratio**head for head in range(num_heads))
+
+
+def distance_penalty(distance: torch.Tensor, slopes: float | Sequence[float]) -> torch.Tensor:
+    """``-slope * distance``; with one slope per head, ``[heads, *distance.shape]``."""
+    if isinstance(slopes, (int, float)):
+        return -slopes * distance
+    return -torch.as_tensor(slopes, dtype=distance.dtype)[:, None, None] * distance
 
 
 def per_batch_mask(bias: torch.Tensor, batch: int) -> torch.Tensor:

@@ -64,6 +64,10 @@ class FeatureWhitening(nn.Module):
             ]
         return torch.cat(whitened, dim=-1)
 
+    def fit_features(self, feature_arrays: Sequence[np.ndarray]) -> None:
+        """Fit on ``[seconds, sum(dims)]`` arrays (the training split's halves; memmaps are fine)."""
+        self.fit(*feature_statistics(feature_arrays, self.dims))
+
     @torch.no_grad()
     def fit(self, means: Sequence[np.ndarray], covariances: Sequence[np.ndarray]) -> None:
         """Set the buffers from per-embedding means ``[d_j]`` and covariances ``[d_j, d_j]``."""

@@ -37,7 +37,6 @@ from astra.inference import (
 )
 from astra.losses import total_loss
 from astra.model import build_model
-from astra.model.whitening import feature_statistics
 from astra.training import checkpoint
 from astra.training.clip_dataset import ClipDataset, epoch_plan, shard
 from astra.training.schedule import warmup_cosine
@@ -103,8 +102,7 @@ def fit(
         if rank == 0:
             seconds = sum(h.num_seconds for h in train_halves)
             log.info("fitting the feature whitening on %d s of split %r", seconds, config.data.train_split)
-        means, covariances = feature_statistics([h.features for h in train_halves], config.model.visual_dims)
-        model.visual_whitening.fit(means, covariances)
+        model.visual_whitening.fit_features([h.features for h in train_halves])
     core = model
     if world_size > 1:
         # The model's buffers (whitening statistics, attention masks) are fixed: synced once when
@@ -228,7 +226,7 @@ def fit(
                 if name != "valid_tight_a_map" or metrics["validated"]:  # no stale points in the curve
                     writer.add_scalar(name, value, epoch + 1)
             writer.flush()
-            validated = f"{state.last_valid:.4f}" if state.last_valid_epoch == epoch else "-     "
+            validated = f"{state.last_valid:.4f}" if metrics["validated"] else "-     "
             log.info(
                 "epoch %d/%d  loss %.4f  valid tight a-mAP %s  (best %.4f at epoch %d)  %.0f s",
                 epoch + 1, config.train.epochs, train_loss, validated, state.best, state.best_epoch + 1,
