@@ -76,9 +76,15 @@ class ModelConfig:
     # direction of the features (the Transformer layers are nonlinear enough).
     pffn_hidden_relu: bool = True
     pffn_output_relu: bool = True
+    # Seconds of context on each side joined to each second's embedding before its PFFN's first
+    # Linear (a temporal convolution of width 2k + 1). 0: position-wise, as the paper.
+    pffn_context_seconds: int = 0
     # Centre and whiten each visual embedding with statistics of the training split, fitted before
     # training and saved in checkpoints (astra.model.whitening). Off, as the paper.
     feature_whitening: bool = False
+    # Gaussian noise of this standard deviation added to the visual features in training (after the
+    # whitening, so in units of the whitened features' unit variance). 0 (off), as the paper.
+    feature_noise_std: float = 0.0
     encoder: Literal["hierarchical", "vanilla"] = "hierarchical"  # M1 ablation: vanilla
     encoder_layers: int = 3  # n_e; layer i attends within 2^(n_e - i) segments
     decoder_layers: int = 3  # n_d
@@ -152,6 +158,10 @@ class TrainConfig:
     # Validate after every k-th epoch (and the last): validation can cost as much as an epoch of
     # training. Patience still counts epochs; the best checkpoint is chosen among validated ones.
     validate_every_epochs: int = 1
+    # Exponential moving average of the weights, updated after every step with this decay (0.999:
+    # about the last 1,000 steps). Validation, best.pt and so predictions use the average. 0: off,
+    # as the paper.
+    ema_decay: float = 0.0
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where the GPU has it
     clips_per_epoch: int = 0  # 0: every clip of one phase; >0 caps an epoch (small runs)
     loader_workers: int = 2  # data-loading processes per training worker

@@ -2,7 +2,7 @@
 
 Data flow of one clip of ``T`` seconds (paper, Figure 1; shapes for the paper preset)::
 
-    features [B, T, 8576] (--whitening-->) --temporal dropout/switch--> split into 5 -> PFFN_j -> [B, T, 5, d]
+    features [B, T, 8576] (--whitening--> --noise-->) --temporal dropout/switch--> split into 5 -> PFFN_j -> [B, T, 5, d]
     audio power [B, 128, 100 T] -> log-mel dB --temporal dropout/switch--> 52 patches [96, 128]
         -> VGGish CNN -> [B, 52, d]
     + temporal and source encodings -> tokens [B, 5 T + 52, d] (time-major visual, then audio)
@@ -82,6 +82,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
         mel_bins=clips.mel_bins,
         audio_patch_frames=model.audio_patch_frames,
         visual_whitening=FeatureWhitening(model.visual_dims) if model.feature_whitening else None,
+        feature_noise_std=model.feature_noise_std,
         visual_augment=TemporalAugment(
             sum(model.visual_dims), model.temporal_dropout_p, model.temporal_switch_p
         ),
@@ -97,6 +98,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
                 model.pffn_dropout,
                 hidden_relu=model.pffn_hidden_relu,
                 output_relu=model.pffn_output_relu,
+                context=model.pffn_context_seconds,
             )
             for dim in model.visual_dims
         ),
@@ -171,6 +173,7 @@ class AstraModel(nn.Module):
         mel_bins: int,
         audio_patch_frames: int,
         visual_whitening: FeatureWhitening | None = None,
+        feature_noise_std: float = 0.0,
         visual_augment: TemporalAugment,
         audio_augment: TemporalAugment | None,
         visual_pffns: nn.ModuleList,
@@ -195,6 +198,7 @@ class AstraModel(nn.Module):
         self.visual_augment = visual_augment
         # Fixed statistics of the training split (model.feature_whitening); buffers, saved in checkpoints.
         self.visual_whitening = visual_whitening
+        self.feature_noise_std = feature_noise_std  # training only
         self.audio_augment = audio_augment
         self.encodings = encodings
         self.encoder = encoder
@@ -254,6 +258,8 @@ class AstraModel(nn.Module):
         batch = self._check_features(features)
         if self.visual_whitening is not None:
             features = self.visual_whitening(features)
+        if self.training and self.feature_noise_std > 0:
+            features = features + self.feature_noise_std * torch.randn_like(features)
         features = self.visual_augment(features)  # identity in eval mode
         parts = features.split(self.visual_dims, dim=-1)  # E_v x [B, T, d_j]
         visual = torch.stack([pffn(part) for pffn, part in zip(self.visual_pffns, parts, strict=True)], dim=2)
@@ -362,7 +368,7 @@ def _check(model: ModelConfig, clips: ClipConfig) -> None:
         raise ValueError("model.encoder_layers and model.decoder_layers must be >= 1")
     if not model.locality_bias_head_ratio > 0:
         raise ValueError(f"model.locality_bias_head_ratio must be > 0, got {model.locality_bias_head_ratio}")
-    for key in ("decoder_locality_bias", "encoder_locality_bias"):
+    for key in ("decoder_locality_bias", "encoder_locality_bias", "feature_noise_std", "pffn_context_seconds"):
         if getattr(model, key) < 0:
             raise ValueError(f"model.{key} must be >= 0 (0 is off), got {getattr(model, key)}")
     if clips.clip_seconds < 1 or clips.num_outputs < 1:

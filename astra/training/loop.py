@@ -125,6 +125,7 @@ def fit(
     scheduler = warmup_cosine(
         optimizer, config.train.warmup_epochs * steps_per_epoch, config.train.epochs * steps_per_epoch
     )
+    ema = _weight_average(core, config.train.ema_decay)
     mixup_generator = torch.Generator(device="cpu").manual_seed(config.train.seed * 1000 + rank)
     mixup = build_mixup(config.augment, config.model.num_classes, generator=mixup_generator)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
@@ -139,6 +140,10 @@ def fit(
         scheduler.load_state_dict(saved["scheduler"])
         mixup.load_state_dict(saved["mixup"])
         mixup_generator.set_state(saved["mixup_generator"])
+        if ema is not None:
+            if "ema" not in saved:
+                raise ConfigError(f"{resume_path} holds no weight average: resume it with train.ema_decay=0")
+            ema.load_state_dict(saved["ema"])
         state = _TrainingState.from_dict(saved["training"])
         # Dropout, temporal dropout and switch draw from the global generator: restore it so
         # that a resumed run continues exactly as an uninterrupted one.
@@ -178,14 +183,16 @@ def fit(
         )
         model.train()
         train_loss, parts = _train_one_epoch(
-            model, core, mixup, optimizer, scheduler, scaler, train_halves, plan, config,
+            model, core, mixup, optimizer, scheduler, scaler, train_halves, plan, config, ema=ema,
             batch_per_worker=batch_per_worker, device=device, autocast_dtype=autocast_dtype,
             progress=progress and rank == 0, description=f"epoch {epoch + 1}/{config.train.epochs}",
         )  # fmt: skip
         model.eval()
+        evaluated = core if ema is None else ema.module  # what validation and best.pt see
+        evaluated.eval()
         every = config.train.validate_every_epochs
         if (epoch + 1) % every == 0 or epoch + 1 == config.train.epochs:
-            valid = validate(core, valid_halves, config, device=device, autocast_dtype=autocast_dtype)
+            valid = validate(evaluated, valid_halves, config, device=device, autocast_dtype=autocast_dtype)
             state.record(epoch, valid, config.train.patience_epochs)
         else:  # not validated: the metrics carry the last validation's score
             state.record(epoch, None, config.train.patience_epochs)
@@ -212,12 +219,14 @@ def fit(
                 "config": config.to_dict(),
                 "torch_rng": torch.get_rng_state(),
             }
+            if ema is not None:
+                saved_state["ema"] = ema.state_dict()
             if device.type == "cuda":
                 saved_state["cuda_rng"] = torch.cuda.get_rng_state(device)
             checkpoint.save_atomic(saved_state, checkpoints / checkpoint.LAST)
             if state.best_epoch == epoch:
                 checkpoint.save_atomic(
-                    {"model": core.state_dict(), "config": config.to_dict(), "training": state.to_dict()},
+                    {"model": evaluated.state_dict(), "config": config.to_dict(), "training": state.to_dict()},
                     checkpoints / checkpoint.BEST,
                 )
             checkpoint_dir = checkpoints
@@ -348,6 +357,7 @@ def _train_one_epoch(
     plan: np.ndarray,
     config: ExperimentConfig,
     *,
+    ema: torch.optim.swa_utils.AveragedModel | None,
     batch_per_worker: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
@@ -400,6 +410,8 @@ def _train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(core)
         total += loss.item()
         count += 1
         for name, value in parts.items():
@@ -411,6 +423,20 @@ def _train_one_epoch(
             f"in an epoch of {len(plan)} clips"
         )
     return total / count, {name: value / count for name, value in part_totals.items()}
+
+
+def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """The exponential moving average of ``model``'s weights (train.ema_decay), or None when off.
+
+    Buffers are not averaged: the model's (whitening statistics, attention masks) are constants.
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {decay}")
+    if decay == 0.0:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=False
+    )
 
 
 def _steps_per_epoch(halves: Sequence[Half], config: ExperimentConfig, world_size: int, batch: int) -> int:

@@ -255,9 +255,11 @@ def test_no_locality_bias_in_the_paper_preset() -> None:
     assert not model.encoder.biased and not list(model.encoder.buffers())
 
 
-@pytest.mark.parametrize("key", ["decoder_locality_bias", "encoder_locality_bias"])
-def test_negative_locality_bias_is_refused(key: str) -> None:
-    config = dataclasses.replace(TINY_MODEL, **{key: -0.5})
+@pytest.mark.parametrize(
+    "key", ["decoder_locality_bias", "encoder_locality_bias", "feature_noise_std", "pffn_context_seconds"]
+)
+def test_negative_locality_bias_noise_or_context_is_refused(key: str) -> None:
+    config = dataclasses.replace(TINY_MODEL, **{key: -1})
     with pytest.raises(ValueError, match=f"model.{key} must be >= 0"):
         build_model(config, TINY_CLIPS)
 
@@ -280,3 +282,24 @@ def test_locality_bias_under_bf16_autocast() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = model(features, audio)
     assert torch.isfinite(outputs["class_scores"].float()).all()
+
+
+def test_feature_noise_is_drawn_in_training_only() -> None:
+    quiet = dataclasses.replace(
+        TINY_MODEL, use_audio=False, temporal_dropout_p=0.0, temporal_switch_p=0.0,
+        pffn_dropout=0.0, head_dropout=0.0, transformer_dropout=0.0,
+    )  # fmt: skip
+    noisy = dataclasses.replace(quiet, feature_noise_std=0.5)
+    features, _ = _inputs(2, quiet, TINY_CLIPS)
+    torch.manual_seed(0)
+    model = build_model(noisy, TINY_CLIPS)
+    with torch.no_grad():
+        model.train()
+        first, second = model(features), model(features)
+        assert not torch.equal(first["class_scores"], second["class_scores"])
+        model.eval()
+        torch.testing.assert_close(model(features)["class_scores"], model(features)["class_scores"])
+        # Without noise (and every dropout off) training mode is deterministic too.
+        model.feature_noise_std = 0.0
+        model.train()
+        torch.testing.assert_close(model(features)["class_scores"], model(features)["class_scores"])

@@ -211,3 +211,41 @@ def test_checkpoints_load_without_unpickling_arbitrary_objects(tmp_path: Path) -
         checkpoint.load(tmp_path / "other.pt")
     with pytest.raises(checkpoint.CheckpointError, match="not found"):
         checkpoint.load(tmp_path / "missing.pt")
+
+
+def test_weight_average_is_what_best_pt_holds_and_resumes_exactly(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
+    roots = DataRoots.single(tiny_dataset.root)
+    config = tiny_config("model.use_audio=false", "train.ema_decay=0.9")
+    # One epoch: its checkpoint is the best one, and best.pt must hold the average, not the raw weights.
+    fit(replace_epochs(config, 1), roots, tmp_path / "one", progress=False)
+    last = checkpoint.load(tmp_path / "one" / "checkpoints" / "last.pt")
+    best = checkpoint.load(tmp_path / "one" / "checkpoints" / "best.pt")
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == best["model"].keys()
+    head = [k for k in averaged if k.startswith("classification_head")]
+    assert head and not all(torch.equal(averaged[k], last["model"][k]) for k in head)
+    for key, tensor in averaged.items():
+        torch.testing.assert_close(best["model"][key], tensor, rtol=0, atol=0, msg=key)
+
+    # Interrupted after epoch 2 and resumed: the same average as a run straight through.
+    fit(config, roots, tmp_path / "straight", progress=False)
+    straight = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")
+
+    def stop_after_epoch_2(metrics: dict[str, float], _: Path | None) -> None:
+        if metrics["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(config, roots, tmp_path / "resumed", reporter=stop_after_epoch_2, progress=False)
+    fit(config, roots, tmp_path / "resumed", progress=False)
+    resumed = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for key, tensor in straight["ema"].items():
+        torch.testing.assert_close(resumed["ema"][key], tensor, rtol=0, atol=0, msg=key)
+
+
+def test_weight_average_decay_out_of_range_is_named(tiny_dataset, tiny_config, tmp_path: Path) -> None:
+    config = tiny_config("model.use_audio=false", "train.ema_decay=1.0")
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        fit(config, DataRoots.single(tiny_dataset.root), tmp_path, progress=False)
