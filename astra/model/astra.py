@@ -2,7 +2,8 @@
 
 Data flow of one clip of ``T`` seconds (paper, Figure 1; shapes for the paper preset)::
 
-    features [B, T, 8576] (--whitening--> --noise-->) --temporal dropout/switch--> split into 5 -> PFFN_j -> [B, T, 5, d]
+    features [B, T, 8576] (--whitening--> --noise-->) --temporal dropout/switch--> split into 5
+        -> PFFN_j -> [B, T, 5, d]
     audio power [B, 128, 100 T] -> log-mel dB --temporal dropout/switch--> 52 patches [96, 128]
         -> VGGish CNN -> [B, 52, d]
     + temporal and source encodings -> tokens [B, 5 T + 52, d] (time-major visual, then audio)
@@ -368,7 +369,12 @@ def _check(model: ModelConfig, clips: ClipConfig) -> None:
         raise ValueError("model.encoder_layers and model.decoder_layers must be >= 1")
     if not model.locality_bias_head_ratio > 0:
         raise ValueError(f"model.locality_bias_head_ratio must be > 0, got {model.locality_bias_head_ratio}")
-    for key in ("decoder_locality_bias", "encoder_locality_bias", "feature_noise_std", "pffn_context_seconds"):
+    for key in (
+        "decoder_locality_bias",
+        "encoder_locality_bias",
+        "feature_noise_std",
+        "pffn_context_seconds",
+    ):
         if getattr(model, key) < 0:
             raise ValueError(f"model.{key} must be >= 0 (0 is off), got {getattr(model, key)}")
     if clips.clip_seconds < 1 or clips.num_outputs < 1:

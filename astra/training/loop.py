@@ -226,7 +226,11 @@ def fit(
             checkpoint.save_atomic(saved_state, checkpoints / checkpoint.LAST)
             if state.best_epoch == epoch:
                 checkpoint.save_atomic(
-                    {"model": evaluated.state_dict(), "config": config.to_dict(), "training": state.to_dict()},
+                    {
+                        "model": evaluated.state_dict(),
+                        "config": config.to_dict(),
+                        "training": state.to_dict(),
+                    },
                     checkpoints / checkpoint.BEST,
                 )
             checkpoint_dir = checkpoints

@@ -247,5 +247,5 @@ def test_weight_average_is_what_best_pt_holds_and_resumes_exactly(
 
 def test_weight_average_decay_out_of_range_is_named(tiny_dataset, tiny_config, tmp_path: Path) -> None:
     config = tiny_config("model.use_audio=false", "train.ema_decay=1.0")
-    with pytest.raises(ConfigError, match="train.ema_decay"):
+    with pytest.raises(ConfigError, match=r"train\.ema_decay"):
         fit(config, DataRoots.single(tiny_dataset.root), tmp_path, progress=False)
