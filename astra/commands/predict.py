@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from astra.submission import Spots, write_submission
     from astra.training import checkpoint
 
+    torch.set_flush_denormal(True)  # as in training: denormal attention weights are slow on the CPU
     saved = checkpoint.load(args.checkpoint)
     config = config_from_dict(saved["config"])
     updates = {}
