@@ -11,7 +11,9 @@ the CPU, or on a GPU with --device cuda (bf16 autocast there unless --precision 
 --compare-optimizer times the same steps with PyTorch's default (foreach) Adam and
 with the fused Adam the trainer uses, side by side in one process; --compare-dropout
 times them with ``torch.nn.Dropout`` (bernoulli_ masks) and with the model's
-``FastDropout`` (torch.rand masks), likewise. --flops counts the operations of one step
+``FastDropout`` (torch.rand masks), likewise; --compare-denormals with denormal floats
+kept and flushed to zero, as the trainer does (steep locality biases leave attention
+weights like e^-90). --flops counts the operations of one step
 and prints the rate each variant sustains next to a plain matrix product's: how far a
 faster step can go without computing less.
 """
@@ -52,6 +54,11 @@ def main() -> None:
         "--compare-dropout", action="store_true", help="nn.Dropout vs FastDropout (fused Adam)"
     )
     parser.add_argument(
+        "--compare-denormals",
+        action="store_true",
+        help="denormal floats kept vs flushed to zero (what the trainer does; fused Adam)",
+    )
+    parser.add_argument(
         "--flops",
         action="store_true",
         help="count the floating-point operations of one step (torch.utils.flop_counter) and print the "
@@ -82,12 +89,13 @@ def main() -> None:
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     autocast = torch.bfloat16 if bf16 else None
 
-    def make_step(fused: bool, dropout: type[torch.nn.Dropout] = FastDropout):
+    def make_step(fused: bool, dropout: type[torch.nn.Dropout] = FastDropout, flush_denormal: bool = True):
         optimizer = torch.optim.Adam(
             model.parameters(), lr=1e-6, amsgrad=True, weight_decay=1e-5, fused=fused
         )
 
         def step() -> None:
+            torch.set_flush_denormal(flush_denormal)  # the trainer flushes them
             use_fast_dropout(model, dropout)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                 outputs = model(features, audio)
@@ -112,6 +120,8 @@ def main() -> None:
         variants = {"foreach Adam": make_step(False), **variants}
     if args.compare_dropout:
         variants = {"nn.Dropout": make_step(True, torch.nn.Dropout), "FastDropout": make_step(True)}
+    if args.compare_denormals:
+        variants = {"denormals": make_step(True, flush_denormal=False), "flushed": make_step(True)}
     preset = " + ".join(args.config) or "paper preset"
     precision = "bf16 autocast" if autocast else "fp32"
     print(f"{preset}, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, {precision}, "

@@ -82,8 +82,8 @@ def fit(
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     _seed_everything(config.train.seed + rank)
     # Attention under a steep locality bias leaves weights like e^-90: denormal floats, which the
-    # CPU handles many times slower. Flushed to zero, a small-preset step with slope 3 took 0.27-0.30 s
-    # instead of 0.47-0.49 s (one thread); nothing above 1e-38 changes.
+    # CPU handles many times slower. Flushed to zero, a small-preset step takes 0.137 s instead of
+    # 0.244 s on one thread (BENCHMARKS.md); nothing above 1e-38 changes.
     torch.set_flush_denormal(True)
     autocast_dtype = _autocast_dtype(config.train.mixed_precision, device)
     batch_per_worker = _batch_per_worker(config.train.batch_size, world_size)
