@@ -78,3 +78,21 @@ def test_train_predict_evaluate_from_the_command_line(tiny_dataset, tmp_path: Pa
     bad += ["--split", "test", "--out", str(tmp_path / "other"), "model.d_model=32"]
     assert main(bad) == 2
     assert "only inference.* settings" in capsys.readouterr().err
+
+
+def test_predict_uses_the_weight_average_of_last_pt_as_of_best_pt(tiny_dataset, tmp_path: Path) -> None:
+    # One epoch with train.ema_decay: best.pt holds the average, and last.pt the raw weights beside it.
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--data", str(tiny_dataset.root), "--out", str(run), *TINY, "train.ema_decay=0.9"])
+        == 0
+    )
+    outputs = {}
+    for name in ("best.pt", "last.pt"):
+        out = tmp_path / name
+        args = ["predict", "--checkpoint", str(run / "checkpoints" / name), "--data", str(tiny_dataset.root)]
+        assert main([*args, "--split", "test", "--out", str(out)]) == 0
+        game = tiny_dataset.splits["test"][0]
+        outputs[name] = per_position.read_game(out / "per_position", game)
+    for half, array in outputs["best.pt"].items():
+        np.testing.assert_array_equal(outputs["last.pt"][half], array)

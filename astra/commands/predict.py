@@ -16,7 +16,11 @@ HELP = "predict a split with a checkpoint: per-position outputs, results_spottin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by astra train")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a best.pt or last.pt written by astra train (with train.ema_decay: the weight average)",
+    )
     parser.add_argument("--data", required=True, help="dataset root")
     parser.add_argument("--split", required=True, help="split to predict (test, challenge, valid, ...)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -56,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     config = replace(config, updates)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(config.model, config.clips, load_pretrained=False)  # the checkpoint holds them
-    model.load_state_dict(saved["model"])
+    weights = saved["model"]
+    if "ema" in saved:  # last.pt of a run with train.ema_decay: the average, as validation and best.pt
+        weights = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k.startswith("module.")}
+    model.load_state_dict(weights)
     model.to(device).eval()
 
     roots = DataRoots.single(
