@@ -47,7 +47,7 @@ def main() -> None:
         saved = checkpoint.load(args.checkpoint)
         config = config_from_dict(saved["config"])
         model = build_model(config.model, config.clips, load_pretrained=False)
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(checkpoint.inference_weights(saved))
     else:
         config = load_config(args.config, ["model.use_audio=false"])
         torch.manual_seed(0)

@@ -60,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
     config = replace(config, updates)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(config.model, config.clips, load_pretrained=False)  # the checkpoint holds them
-    weights = saved["model"]
-    if "ema" in saved:  # last.pt of a run with train.ema_decay: the average, as validation and best.pt
-        weights = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k.startswith("module.")}
-    model.load_state_dict(weights)
+    model.load_state_dict(checkpoint.inference_weights(saved))  # the weight average if the run kept one
     model.to(device).eval()
 
     roots = DataRoots.single(

@@ -43,3 +43,15 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not an ASTRA checkpoint (expected the keys 'model' and 'config')")
     return state
+
+
+def inference_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights to predict with: the weight average when the run kept one (train.ema_decay).
+
+    ``best.pt`` holds the average as its model; ``last.pt`` holds the raw weights (to resume
+    training) and the average beside them under ``ema``.
+    """
+    if "ema" not in state:
+        return state["model"]
+    prefix = "module."  # AveragedModel's keys: module.<name>, plus its n_averaged counter
+    return {k.removeprefix(prefix): v for k, v in state["ema"].items() if k.startswith(prefix)}

@@ -222,7 +222,7 @@ def test_weight_average_is_what_best_pt_holds_and_resumes_exactly(
     fit(replace_epochs(config, 1), roots, tmp_path / "one", progress=False)
     last = checkpoint.load(tmp_path / "one" / "checkpoints" / "last.pt")
     best = checkpoint.load(tmp_path / "one" / "checkpoints" / "best.pt")
-    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    averaged = checkpoint.inference_weights(last)
     assert averaged.keys() == best["model"].keys()
     head = [k for k in averaged if k.startswith("classification_head")]
     assert head and not all(torch.equal(averaged[k], last["model"][k]) for k in head)
