@@ -114,6 +114,9 @@ class ModelConfig:
     audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)  # VGGish conv stack
     audio_hidden_dims: tuple[int, ...] = (4096, 4096)  # VGGish fully-connected layers
     audio_patch_frames: int = 96  # 0.96-s VGGish patches
+    # Average-pool each log-mel patch by (frames, mel bins) before the CNN: (2, 4) turns [96, 128] into
+    # [48, 32], 8x fewer pixels for every convolution. (1, 1) is off, as the paper.
+    audio_input_pool: tuple[int, ...] = (1, 1)
     vggish_weights: str = (
         ""  # AudioSet VGGish state dict (PyTorch port) for the audio CNN; "" trains it from scratch
     )

@@ -82,6 +82,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
         audio_frames_per_second=clips.audio_frames_per_second,
         mel_bins=clips.mel_bins,
         audio_patch_frames=model.audio_patch_frames,
+        audio_input_pool=tuple(model.audio_input_pool),
         visual_whitening=FeatureWhitening(model.visual_dims) if model.feature_whitening else None,
         feature_noise_std=model.feature_noise_std,
         visual_augment=TemporalAugment(
@@ -105,8 +106,8 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
         ),
         audio_backbone=(
             VGGishBackbone(
-                clips.mel_bins,
-                model.audio_patch_frames,
+                clips.mel_bins // model.audio_input_pool[1],
+                model.audio_patch_frames // model.audio_input_pool[0],
                 model.audio_conv_channels,
                 model.audio_hidden_dims,
                 d_model,
@@ -173,6 +174,7 @@ class AstraModel(nn.Module):
         audio_frames_per_second: int,
         mel_bins: int,
         audio_patch_frames: int,
+        audio_input_pool: tuple[int, int] = (1, 1),
         visual_whitening: FeatureWhitening | None = None,
         feature_noise_std: float = 0.0,
         visual_augment: TemporalAugment,
@@ -193,6 +195,7 @@ class AstraModel(nn.Module):
         self.mel_bins = mel_bins
         self.num_audio_frames = clip_seconds * audio_frames_per_second
         self.audio_patch_frames = audio_patch_frames
+        self.audio_input_pool = audio_input_pool  # (frames, mel bins) averaged before the audio CNN
         # Registration order is the order of the parameter table of `astra summary`.
         self.visual_pffns = visual_pffns
         self.audio_backbone = audio_backbone
@@ -277,6 +280,8 @@ class AstraModel(nn.Module):
             patches = steps[:, : num_patches * self.audio_patch_frames].reshape(
                 batch * num_patches, 1, self.audio_patch_frames, self.mel_bins
             )  # [B * L_a, 1, 96, mel_bins]: one batched CNN pass over all patches
+            if self.audio_input_pool != (1, 1):
+                patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)  # [B * L_a, 1, 96/p, mel/q]
             audio_tokens = self.audio_backbone(patches).reshape(batch, num_patches, -1)  # [B, L_a, d]
         elif log_mel is not None:
             raise ValueError("this model was built without audio (model.use_audio: false) but got audio")
@@ -377,5 +382,11 @@ def _check(model: ModelConfig, clips: ClipConfig) -> None:
     ):
         if getattr(model, key) < 0:
             raise ValueError(f"model.{key} must be >= 0 (0 is off), got {getattr(model, key)}")
+    pool = tuple(model.audio_input_pool)
+    if len(pool) != 2 or min(pool) < 1 or model.audio_patch_frames % pool[0] or clips.mel_bins % pool[1]:
+        raise ValueError(
+            f"model.audio_input_pool must be two factors >= 1 (frames, mel bins) that divide the "
+            f"audio patch of {model.audio_patch_frames} frames x {clips.mel_bins} mel bins, got {list(pool)}"
+        )
     if clips.clip_seconds < 1 or clips.num_outputs < 1:
         raise ValueError(f"clips must last >= 1 s with >= 1 output, got {clips.clip_seconds} s")

@@ -303,3 +303,29 @@ def test_feature_noise_is_drawn_in_training_only() -> None:
         model.feature_noise_std = 0.0
         model.train()
         torch.testing.assert_close(model(features)["class_scores"], model(features)["class_scores"])
+
+
+def test_audio_input_pool_averages_each_patch_before_the_cnn() -> None:
+    pooled_config = dataclasses.replace(TINY_MODEL, audio_input_pool=(2, 4))
+    model = build_model(pooled_config, TINY_CLIPS).eval()
+    features, audio = _inputs(2, pooled_config, TINY_CLIPS)
+    seen: list[torch.Tensor] = []
+    model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(features, audio)
+        # The patches as the unpooled model cuts them: 96 frames x 128 mel bins each.
+        log_mel = model.preprocess_audio(audio).transpose(1, 2)  # [B, frames, mels]
+        num_patches = model.encodings.audio_temporal.shape[0]
+        patches = log_mel[:, : num_patches * 96].reshape(2 * num_patches, 1, 96, 128)
+    assert seen[0].shape == (2 * num_patches, 1, 48, 32)
+    # Each pooled pixel is the mean of 2 frames x 4 mel bins of its own patch, never across patches.
+    torch.testing.assert_close(seen[0][3, 0, 5, 7], patches[3, 0, 10:12, 28:32].mean())
+    torch.testing.assert_close(seen[0], F.avg_pool2d(patches, (2, 4)))
+    # The first fully-connected layer follows the smaller maps: 4 channels x 3 x 2 after four pools.
+    assert model.audio_backbone.flatten_dim == 4 * 3 * 2
+
+
+@pytest.mark.parametrize("pool", [(0, 1), (5, 1), (1, 3), (2,)])
+def test_bad_audio_input_pool_is_named(pool: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"model\.audio_input_pool"):
+        build_model(dataclasses.replace(TINY_MODEL, audio_input_pool=pool), TINY_CLIPS)
