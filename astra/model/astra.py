@@ -281,7 +281,8 @@ class AstraModel(nn.Module):
                 batch * num_patches, 1, self.audio_patch_frames, self.mel_bins
             )  # [B * L_a, 1, 96, mel_bins]: one batched CNN pass over all patches
             if self.audio_input_pool != (1, 1):
-                patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)  # [B * L_a, 1, 96/p, mel/q]
+                # [B * L_a, 1, 96 / p, mel_bins / q]
+                patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)
             audio_tokens = self.audio_backbone(patches).reshape(batch, num_patches, -1)  # [B, L_a, d]
         elif log_mel is not None:
             raise ValueError("this model was built without audio (model.use_audio: false) but got audio")
