@@ -436,15 +436,24 @@ def _train_one_epoch(
 def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
     """The exponential moving average of ``model``'s weights (train.ema_decay), or None when off.
 
+    Update ``n`` (1, 2, ...) uses the decay ``min(decay, (1 + n) / (10 + n))``, as TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``: early in a run the average follows the
+    weights instead of holding on to their random start for the ~1 / (1 - decay) steps a fixed
+    decay needs to forget it (a run of a few hundred steps would validate mostly its start).
     Buffers are not averaged: the model's (whitening statistics, attention masks) are constants.
     """
     if not 0.0 <= decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {decay}")
     if decay == 0.0:
         return None
-    return torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=False
-    )
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        updates = float(num_averaged)  # updates so far; the first (a copy) is not an average
+        step_decay = min(decay, (1.0 + updates) / (10.0 + updates))
+        torch._foreach_lerp_(averaged, current, 1.0 - step_decay)
+
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=False)
 
 
 def _steps_per_epoch(halves: Sequence[Half], config: ExperimentConfig, world_size: int, batch: int) -> int:

@@ -13,7 +13,7 @@ import torch
 from astra.config import ConfigError, load_config
 from astra.data.dataset import DataRoots
 from astra.training import checkpoint
-from astra.training.loop import fit
+from astra.training.loop import _weight_average, fit
 
 
 class Interrupt(Exception):
@@ -249,3 +249,20 @@ def test_weight_average_decay_out_of_range_is_named(tiny_dataset, tiny_config, t
     config = tiny_config("model.use_audio=false", "train.ema_decay=1.0")
     with pytest.raises(ConfigError, match=r"train\.ema_decay"):
         fit(config, DataRoots.single(tiny_dataset.root), tmp_path, progress=False)
+
+
+def test_weight_average_follows_the_weights_early_and_then_decays_at_the_set_rate() -> None:
+    weight = torch.nn.Linear(1, 1, bias=False)
+    average = _weight_average(weight, 0.9)
+    values = torch.randn(120, generator=torch.Generator().manual_seed(0)).tolist()
+    expected = values[0]
+    for update, value in enumerate(values):
+        with torch.no_grad():
+            weight.weight.fill_(value)
+        average.update_parameters(weight)
+        # The first update copies; update n averages with min(0.9, (1 + n) / (10 + n)): 2/11 at the
+        # second, then rising until it meets 0.9 at n = 80.
+        if update:
+            decay = min(0.9, (1 + update) / (10 + update))
+            expected = decay * expected + (1 - decay) * value
+        assert average.module.weight.item() == pytest.approx(expected, rel=1e-5, abs=1e-6), update
