@@ -13,7 +13,9 @@ with the fused Adam the trainer uses, side by side in one process; --compare-dro
 times them with ``torch.nn.Dropout`` (bernoulli_ masks) and with the model's
 ``FastDropout`` (torch.rand masks), likewise; --compare-denormals with denormal floats
 kept and flushed to zero, as the trainer does (steep locality biases leave attention
-weights like e^-90). --flops counts the operations of one step
+weights like e^-90); --compare-audio-pool F,B (with --audio) with the configured audio
+input and with log-mel patches average-pooled by F frames and B mel bins before the
+audio CNN (model.audio_input_pool). --flops counts the operations of one step
 and prints the rate each variant sustains next to a plain matrix product's: how far a
 faster step can go without computing less.
 """
@@ -21,6 +23,7 @@ faster step can go without computing less.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -59,6 +62,12 @@ def main() -> None:
         help="denormal floats kept vs flushed to zero (what the trainer does; fused Adam)",
     )
     parser.add_argument(
+        "--compare-audio-pool",
+        metavar="F,B",
+        help="with --audio: the configured audio input vs log-mel patches average-pooled by F frames "
+        "and B mel bins before the audio CNN (model.audio_input_pool), side by side",
+    )
+    parser.add_argument(
         "--flops",
         action="store_true",
         help="count the floating-point operations of one step (torch.utils.flop_counter) and print the "
@@ -66,14 +75,21 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_args()
+    if args.compare_audio_pool and not args.audio:
+        parser.error("--compare-audio-pool needs --audio")
 
     config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}", *args.overrides])
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(config.model, config.clips).to(device).train()
-    if model.visual_whitening is not None:  # a timing needs the work, not fitted statistics
-        dims = config.model.visual_dims
-        model.visual_whitening.fit([np.zeros(d) for d in dims], [np.eye(d) for d in dims])
+
+    def network(model_config):
+        torch.manual_seed(0)
+        built = build_model(model_config, config.clips).to(device).train()
+        if built.visual_whitening is not None:  # a timing needs the work, not fitted statistics
+            dims = model_config.visual_dims
+            built.visual_whitening.fit([np.zeros(d) for d in dims], [np.eye(d) for d in dims])
+        return built
+
+    model = network(config.model)
     batch = args.batch_size
     features = torch.randn(batch, config.clips.clip_seconds, sum(config.model.visual_dims), device=device)
     audio = (
@@ -89,7 +105,12 @@ def main() -> None:
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     autocast = torch.bfloat16 if bf16 else None
 
-    def make_step(fused: bool, dropout: type[torch.nn.Dropout] = FastDropout, flush_denormal: bool = True):
+    def make_step(
+        fused: bool,
+        dropout: type[torch.nn.Dropout] = FastDropout,
+        flush_denormal: bool = True,
+        model: torch.nn.Module = model,
+    ):
         optimizer = torch.optim.Adam(
             model.parameters(), lr=1e-6, amsgrad=True, weight_decay=1e-5, fused=fused
         )
@@ -122,6 +143,14 @@ def main() -> None:
         variants = {"nn.Dropout": make_step(True, torch.nn.Dropout), "FastDropout": make_step(True)}
     if args.compare_denormals:
         variants = {"denormals": make_step(True, flush_denormal=False), "flushed": make_step(True)}
+    if args.compare_audio_pool:
+        pool = tuple(int(f) for f in args.compare_audio_pool.split(","))
+        pooled = network(dataclasses.replace(config.model, audio_input_pool=pool))
+        configured = "x".join(str(f) for f in config.model.audio_input_pool)
+        variants = {
+            f"pool {configured}": make_step(True),
+            f"pool {pool[0]}x{pool[1]}": make_step(True, model=pooled),
+        }
     preset = " + ".join(args.config) or "paper preset"
     precision = "bf16 autocast" if autocast else "fp32"
     print(f"{preset}, {'with' if args.audio else 'without'} audio, batch {batch}, {device}, {precision}, "
