@@ -162,8 +162,10 @@ class TrainConfig:
     # training. Patience still counts epochs; the best checkpoint is chosen among validated ones.
     validate_every_epochs: int = 1
     # Exponential moving average of the weights, updated after every step with this decay (0.999:
-    # about the last 1,000 steps). Validation, best.pt and so predictions use the average. 0: off,
-    # as the paper.
+    # about the last 1,000 steps). Update n uses min(decay, (1 + n) / (10 + n)) (TensorFlow's
+    # num_updates rule): the set decay rules from n = (10 decay - 1) / (1 - decay) on (1,790 updates
+    # at 0.995, 8,990 at 0.999), a lower one before. Validation, best.pt and so predictions use the
+    # average. 0: off, as the paper.
     ema_decay: float = 0.0
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where the GPU has it
     clips_per_epoch: int = 0  # 0: every clip of one phase; >0 caps an epoch (small runs)

@@ -77,6 +77,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.compare_audio_pool and not args.audio:
         parser.error("--compare-audio-pool needs --audio")
+    compared = [
+        args.compare_optimizer,
+        args.compare_dropout,
+        args.compare_denormals,
+        bool(args.compare_audio_pool),
+    ]
+    if sum(compared) > 1:
+        parser.error("give one --compare-* option at a time")
 
     config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}", *args.overrides])
     device = torch.device(args.device)
@@ -145,6 +153,8 @@ def main() -> None:
         variants = {"denormals": make_step(True, flush_denormal=False), "flushed": make_step(True)}
     if args.compare_audio_pool:
         pool = tuple(int(f) for f in args.compare_audio_pool.split(","))
+        if pool == tuple(config.model.audio_input_pool):
+            parser.error(f"--compare-audio-pool {args.compare_audio_pool} is the configured pool already")
         pooled = network(dataclasses.replace(config.model, audio_input_pool=pool))
         configured = "x".join(str(f) for f in config.model.audio_input_pool)
         variants = {

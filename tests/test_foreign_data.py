@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from astra import per_position
 from astra.classes import CLASS_INDEX
 from astra.cli import main
 
@@ -97,6 +98,15 @@ def test_train_predict_evaluate_learn_on_data_another_tool_wrote(
         str(foreign_dataset),
     ]
     assert main([*predict, "--split", "test", "--out", str(out)]) == 0
+    # Every half has its outputs, 2 per second, the second halves (shorter than a clip) included.
+    games = json.loads((foreign_dataset / "splits.json").read_text(encoding="utf-8"))["test"]
+    for game in games:
+        halves = per_position.read_game(out / "per_position", game)
+        for half in (1, 2):
+            seconds = np.load(
+                foreign_dataset / game / f"{half}_baidu_soccer_embeddings.npy", mmap_mode="r"
+            ).shape[0]
+            assert halves[half].shape == (2 * seconds, 17), (game, half)
     capsys.readouterr()
     evaluate = ["evaluate", "--labels", str(foreign_dataset), "--predictions", str(out / "predictions.zip")]
     assert main([*evaluate, "--split", "test", "--metric", "tight", "--json"]) == 0

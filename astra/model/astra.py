@@ -26,6 +26,7 @@ encodings, encoder, decoder, heads. ``forward`` runs both stages.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,8 @@ from astra.model.heads import ClassificationHead, UncertaintyDisplacementHead
 from astra.model.pffn import PointwiseFeedForward
 from astra.model.temporal_augment import TemporalAugment
 from astra.model.whitening import FeatureWhitening
+
+log = logging.getLogger(__name__)
 
 
 def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool = True) -> AstraModel:
@@ -159,6 +162,12 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
     )
     use_fast_dropout(network)
     if model.vggish_weights and model.use_audio and load_pretrained:
+        if tuple(model.audio_input_pool) != (1, 1):
+            log.warning(
+                "model.audio_input_pool %s: the pretrained VGGish convolutions will see log-mel patches "
+                "at a coarser resolution than the one they were trained on",
+                list(model.audio_input_pool),
+            )
         load_vggish_weights(network, model.vggish_weights)
     return network
 

@@ -14,8 +14,9 @@ Three steps, in the order data flows:
 2. ``log_mel_db`` (inside the model): power to decibels, clamped 80 dB below
    the loudest value of the clip.
 3. ``VGGishBackbone``: 3x3 convolutions and 2x2 max-pools on ``[1, 96, 128]``
-   patches, then fully-connected layers to the model width. Its layer layout
-   and parameter names are those of the common PyTorch port of AudioSet VGGish
+   patches (smaller where ``model.audio_input_pool`` averages them first),
+   then fully-connected layers to the model width. Its layer layout and
+   parameter names are those of the common PyTorch port of AudioSet VGGish
    (``features.*``, ``embeddings.*``), so that ``load_vggish_weights`` maps the
    pretrained convolutions and the middle fully-connected layer by name and
    shape; the first and last fully-connected layers change shape (128 mel

@@ -436,10 +436,12 @@ def _train_one_epoch(
 def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
     """The exponential moving average of ``model``'s weights (train.ema_decay), or None when off.
 
-    Update ``n`` (1, 2, ...) uses the decay ``min(decay, (1 + n) / (10 + n))``, as TensorFlow's
-    ``ExponentialMovingAverage`` with ``num_updates``: early in a run the average follows the
-    weights instead of holding on to their random start for the ~1 / (1 - decay) steps a fixed
-    decay needs to forget it (a run of a few hundred steps would validate mostly its start).
+    The first update copies the weights; update ``n`` after it (``n`` = 1, 2, ...) uses the decay
+    ``min(decay, (1 + n) / (10 + n))``, as TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``: the average follows the weights while the run is young instead of holding on
+    to their random start for the ~1 / (1 - decay) steps a fixed decay needs to forget it (a run
+    of a few hundred steps would validate mostly its start). The set decay rules from
+    ``n = (10 decay - 1) / (1 - decay)`` on: 1,790 updates at 0.995.
     Buffers are not averaged: the model's (whitening statistics, attention masks) are constants.
     """
     if not 0.0 <= decay < 1.0:

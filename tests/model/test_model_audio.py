@@ -123,6 +123,31 @@ def test_vggish_weights_through_the_config(tmp_path: Path) -> None:
     assert not torch.equal(fresh.audio_backbone.features[0].bias, model.audio_backbone.features[0].bias)
 
 
+def test_vggish_weights_under_an_audio_input_pool_are_loaded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "vggish.pth"
+    torch.save(_port_state_dict(SMALL_CHANNELS, flatten=10, hidden=7, out=128), path)
+    config = ModelConfig(
+        visual_dims=(4,),
+        d_model=6,
+        num_heads=2,
+        decoder_layers=1,
+        audio_conv_channels=SMALL_CHANNELS,
+        audio_hidden_dims=(7, 7),
+        audio_patch_frames=32,
+        vggish_weights=str(path),
+    )
+    clips = ClipConfig(clip_seconds=4, mel_bins=32)
+    with caplog.at_level("WARNING", logger="astra.model.astra"):
+        build_model(config, clips)
+    assert not caplog.records  # the patches as VGGish saw them: nothing to say
+    with caplog.at_level("WARNING", logger="astra.model.astra"):
+        model = build_model(dataclasses.replace(config, audio_input_pool=(2, 1)), clips)
+    assert "coarser resolution" in caplog.text and "audio_input_pool [2, 1]" in caplog.text
+    torch.testing.assert_close(model.audio_backbone.features[0].bias, torch.load(path)["features.0.bias"])
+
+
 def test_vggish_bad_files(tmp_path: Path) -> None:
     backbone = _small_backbone()
     text = tmp_path / "notes.txt"
