@@ -97,35 +97,8 @@ def test_vggish_weights_map_by_name_and_shape(tmp_path: Path) -> None:
     torch.testing.assert_close(backbone.embeddings[0].weight, first_layer_before)
 
 
-def test_vggish_weights_through_the_config(tmp_path: Path) -> None:
-    @dataclasses.dataclass(frozen=True)
-    class WithWeights(ModelConfig):
-        vggish_weights: str = ""
-
-    path = tmp_path / "vggish.pth"
-    torch.save(_port_state_dict(SMALL_CHANNELS, flatten=10, hidden=7, out=128), path)
-    config = WithWeights(
-        visual_dims=(4,),
-        d_model=6,
-        num_heads=2,
-        decoder_layers=1,
-        audio_conv_channels=SMALL_CHANNELS,
-        audio_hidden_dims=(7, 7),
-        audio_patch_frames=32,
-        vggish_weights=str(path),
-    )
-    clips = ClipConfig(clip_seconds=4, mel_bins=32)
-    model = build_model(config, clips)
-    assert model.audio_backbone is not None
-    torch.testing.assert_close(model.audio_backbone.features[0].bias, torch.load(path)["features.0.bias"])
-    fresh = build_model(config, clips, load_pretrained=False)
-    assert fresh.audio_backbone is not None
-    assert not torch.equal(fresh.audio_backbone.features[0].bias, model.audio_backbone.features[0].bias)
-
-
-def test_vggish_weights_under_an_audio_input_pool_are_loaded_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def _config_with_weights(tmp_path: Path) -> tuple[ModelConfig, ClipConfig, Path]:
+    """A tiny model on 32 x 32 patches whose config names a port file of matching shapes."""
     path = tmp_path / "vggish.pth"
     torch.save(_port_state_dict(SMALL_CHANNELS, flatten=10, hidden=7, out=128), path)
     config = ModelConfig(
@@ -138,7 +111,23 @@ def test_vggish_weights_under_an_audio_input_pool_are_loaded_with_a_warning(
         audio_patch_frames=32,
         vggish_weights=str(path),
     )
-    clips = ClipConfig(clip_seconds=4, mel_bins=32)
+    return config, ClipConfig(clip_seconds=4, mel_bins=32), path
+
+
+def test_vggish_weights_through_the_config(tmp_path: Path) -> None:
+    config, clips, path = _config_with_weights(tmp_path)
+    model = build_model(config, clips)
+    assert model.audio_backbone is not None
+    torch.testing.assert_close(model.audio_backbone.features[0].bias, torch.load(path)["features.0.bias"])
+    fresh = build_model(config, clips, load_pretrained=False)
+    assert fresh.audio_backbone is not None
+    assert not torch.equal(fresh.audio_backbone.features[0].bias, model.audio_backbone.features[0].bias)
+
+
+def test_vggish_weights_under_an_audio_input_pool_are_loaded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, clips, path = _config_with_weights(tmp_path)
     with caplog.at_level("WARNING", logger="astra.model.astra"):
         build_model(config, clips)
     assert not caplog.records  # the patches as VGGish saw them: nothing to say
