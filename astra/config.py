@@ -117,6 +117,10 @@ class ModelConfig:
     # Average-pool each log-mel patch by (frames, mel bins) before the CNN: (2, 4) turns [96, 128] into
     # [48, 32], 8x fewer pixels for every convolution. (1, 1) is off, as the paper.
     audio_input_pool: tuple[int, ...] = (1, 1)
+    # Standardise each mel band over the clip (after the pool): minus its mean over the clip's frames,
+    # divided by sqrt(variance + 1 dB^2), as cepstral mean and variance normalisation in speech. The
+    # level of a band becomes its departure from the clip's own level. False is off, as the paper.
+    audio_clip_norm: bool = False
     vggish_weights: str = (
         ""  # AudioSet VGGish state dict (PyTorch port) for the audio CNN; "" trains it from scratch
     )

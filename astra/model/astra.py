@@ -86,6 +86,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
         mel_bins=clips.mel_bins,
         audio_patch_frames=model.audio_patch_frames,
         audio_input_pool=tuple(model.audio_input_pool),
+        audio_clip_norm=model.audio_clip_norm,
         visual_whitening=FeatureWhitening(model.visual_dims) if model.feature_whitening else None,
         feature_noise_std=model.feature_noise_std,
         visual_augment=TemporalAugment(
@@ -184,6 +185,7 @@ class AstraModel(nn.Module):
         mel_bins: int,
         audio_patch_frames: int,
         audio_input_pool: tuple[int, int] = (1, 1),
+        audio_clip_norm: bool = False,
         visual_whitening: FeatureWhitening | None = None,
         feature_noise_std: float = 0.0,
         visual_augment: TemporalAugment,
@@ -205,6 +207,7 @@ class AstraModel(nn.Module):
         self.num_audio_frames = clip_seconds * audio_frames_per_second
         self.audio_patch_frames = audio_patch_frames
         self.audio_input_pool = audio_input_pool  # (frames, mel bins) averaged before the audio CNN
+        self.audio_clip_norm = audio_clip_norm  # each band standardised over the clip, after the pool
         # Registration order is the order of the parameter table of `astra summary`.
         self.visual_pffns = visual_pffns
         self.audio_backbone = audio_backbone
@@ -292,6 +295,8 @@ class AstraModel(nn.Module):
             if self.audio_input_pool != (1, 1):
                 # [B * L_a, 1, 96 / p, mel_bins / q]
                 patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)
+            if self.audio_clip_norm:
+                patches = clip_band_norm(patches, batch)
             audio_tokens = self.audio_backbone(patches).reshape(batch, num_patches, -1)  # [B, L_a, d]
         elif log_mel is not None:
             raise ValueError("this model was built without audio (model.use_audio: false) but got audio")
@@ -321,6 +326,20 @@ class AstraModel(nn.Module):
         expected = (self.mel_bins, self.num_audio_frames)
         if audio.dim() != 3 or tuple(audio.shape[1:]) != expected:
             raise ValueError(f"audio must be [B, {expected[0]}, {expected[1]}], got {tuple(audio.shape)}")
+
+
+def clip_band_norm(patches: torch.Tensor, batch: int) -> torch.Tensor:
+    """Standardise every band of each clip's patches over the clip (``model.audio_clip_norm``).
+
+    ``patches`` ``[B * L_a, 1, F, M]`` log-mel dB, the ``L_a`` patches of each clip in order ->
+    the same shape, each of the ``M`` bands minus its mean over the clip's ``L_a * F`` frames and
+    divided by ``sqrt(variance + 1)`` (1 dB^2 keeps a near-constant band, such as one at the floor,
+    from being amplified into noise). Clips never see each other's statistics.
+    """
+    shape = patches.shape
+    steps = patches.reshape(batch, -1, shape[-1])  # [B, L_a * F, M]
+    variance, mean = torch.var_mean(steps, dim=1, correction=0, keepdim=True)
+    return ((steps - mean) * torch.rsqrt(variance + 1.0)).reshape(shape)
 
 
 def locality_bias(

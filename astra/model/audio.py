@@ -82,7 +82,10 @@ class VGGishBackbone(nn.Module):
     layers, each block closed by a 2x2 max-pool, as VGGish; then
     Linear(flatten, h_1), ReLU, ..., Linear(h_k, d), ReLU. ``conv_channels``
     and ``hidden_dims`` let a small preset shrink it; the flatten size follows
-    from them (512 * 6 * 8 = 24576 for the paper preset).
+    from them (512 * 6 * 8 = 24576 for the paper preset). Without convolutions
+    (``conv_channels`` empty) the patch itself is flattened into the fully-connected
+    layers: a band-level front end for small models, which pairs with a pooled patch
+    (``model.audio_input_pool``) and per-clip band normalisation (``model.audio_clip_norm``).
     """
 
     def __init__(
@@ -94,14 +97,15 @@ class VGGishBackbone(nn.Module):
         output_dim: int,
     ) -> None:
         super().__init__()
-        if len(conv_channels) != len(_VGGISH_POOL_AFTER):
+        if conv_channels and len(conv_channels) != len(_VGGISH_POOL_AFTER):
             raise ValueError(
                 f"audio_conv_channels must list {len(_VGGISH_POOL_AFTER)} convolutions "
-                f"(VGGish blocks of 1, 1, 2, 2), got {list(conv_channels)}"
+                f"(VGGish blocks of 1, 1, 2, 2) or none, got {list(conv_channels)}"
             )
         layers: list[nn.Module] = []
         in_channels, height, width = 1, patch_frames, mel_bins
-        for out_channels, pool in zip(conv_channels, _VGGISH_POOL_AFTER, strict=True):
+        pools = _VGGISH_POOL_AFTER if conv_channels else ()
+        for out_channels, pool in zip(conv_channels, pools, strict=True):
             layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             if pool:
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))

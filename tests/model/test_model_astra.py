@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from astra.config import ClipConfig, ModelConfig
 from astra.model import build_model, parameter_breakdown
+from astra.model.astra import clip_band_norm
 
 # A tiny network: 8-s clips, 3 visual embeddings, 8 audio patches of 96 frames.
 TINY_MODEL = ModelConfig(
@@ -329,3 +330,46 @@ def test_audio_input_pool_averages_each_patch_before_the_cnn() -> None:
 def test_bad_audio_input_pool_is_named(pool: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=r"model\.audio_input_pool"):
         build_model(dataclasses.replace(TINY_MODEL, audio_input_pool=pool), TINY_CLIPS)
+
+
+def test_audio_clip_norm_standardises_each_band_over_its_own_clip() -> None:
+    generator = torch.Generator().manual_seed(0)
+    # 2 clips of 3 patches [4 frames, 5 bands]: band levels and spreads far from 0 and 1 dB.
+    patches = 20.0 * torch.randn(6, 1, 4, 5, generator=generator) - 40.0
+    patches[:, :, :, 4] = -80.0  # a band at the floor: constant over the clip
+    normalised = clip_band_norm(patches, batch=2)
+    steps = normalised.reshape(2, 12, 5)
+    torch.testing.assert_close(steps.mean(dim=1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    # Unit variance up to the 1-dB^2 floor: var / (var + 1) for a spread of ~20 dB.
+    raw_variance = patches.reshape(2, 12, 5)[..., :4].var(dim=1, correction=0)
+    torch.testing.assert_close(steps[..., :4].var(dim=1, correction=0), raw_variance / (raw_variance + 1))
+    assert torch.equal(steps[..., 4], torch.zeros(2, 12))  # the floor stays 0, not amplified noise
+    # A clip's output does not depend on the other clip of the batch.
+    other = patches.clone()
+    other[3:] += 30.0 * torch.randn(3, 1, 4, 5, generator=generator)
+    torch.testing.assert_close(clip_band_norm(other, batch=2)[:3], normalised[:3])
+
+
+def test_audio_backbone_without_convolutions_sees_the_normalised_pooled_patches() -> None:
+    config = dataclasses.replace(
+        TINY_MODEL, audio_conv_channels=(), audio_input_pool=(8, 4), audio_clip_norm=True
+    )
+    model = build_model(config, TINY_CLIPS).eval()  # no temporal dropout or switch
+    features, audio = _inputs(2, config, TINY_CLIPS)
+    seen: list[torch.Tensor] = []
+    model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    outputs = model(features, audio)
+    log_mel = model.preprocess_audio(audio).transpose(1, 2)
+    num_patches = model.encodings.audio_temporal.shape[0]
+    patches = F.avg_pool2d(log_mel[:, : num_patches * 96].reshape(2 * num_patches, 1, 96, 128), (8, 4))
+    torch.testing.assert_close(seen[0], clip_band_norm(patches, batch=2))
+    # The pooled patch, 12 steps x 32 bands, goes straight into the fully-connected layers.
+    assert model.audio_backbone.flatten_dim == 12 * 32
+    assert len(model.audio_backbone.features) == 0
+    outputs["class_scores"].sum().backward()
+    assert model.audio_backbone.embeddings[0].weight.grad.abs().sum() > 0
+
+
+def test_audio_conv_channels_are_six_or_none() -> None:
+    with pytest.raises(ValueError, match=r"6 convolutions .* or none"):
+        build_model(dataclasses.replace(TINY_MODEL, audio_conv_channels=(2, 2, 4)), TINY_CLIPS)
