@@ -15,7 +15,13 @@ times them with ``torch.nn.Dropout`` (bernoulli_ masks) and with the model's
 kept and flushed to zero, as the trainer does (steep locality biases leave attention
 weights like e^-90); --compare-audio-pool F,B (with --audio) with the configured audio
 input and with log-mel patches average-pooled by F frames and B mel bins before the
-audio CNN (model.audio_input_pool). --flops counts the operations of one step
+audio CNN (model.audio_input_pool); --compare-with section.key=value (repeatable) with the
+configured model and with the model under those overrides (another audio front end, say):
+
+  .venv/bin/python benchmarks/train_throughput.py --config configs/small.yaml --audio \
+      --compare-with model.audio_conv_channels=[] --compare-with model.audio_input_pool=[8,4]
+
+--flops counts the operations of one step
 and prints the rate each variant sustains next to a plain matrix product's: how far a
 faster step can go without computing less.
 """
@@ -30,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from astra.config import load_config
+from astra.config import ConfigError, load_config
 from astra.losses import total_loss
 from astra.model import build_model
 from astra.model.dropout import FastDropout, use_fast_dropout
@@ -68,6 +74,14 @@ def main() -> None:
         "and B mel bins before the audio CNN (model.audio_input_pool), side by side",
     )
     parser.add_argument(
+        "--compare-with",
+        action="append",
+        default=[],
+        metavar="section.key=value",
+        help="the configured model vs the model with these overrides, side by side (repeat the "
+        "option for several overrides of one variant)",
+    )
+    parser.add_argument(
         "--flops",
         action="store_true",
         help="count the floating-point operations of one step (torch.utils.flop_counter) and print the "
@@ -82,6 +96,7 @@ def main() -> None:
         args.compare_dropout,
         args.compare_denormals,
         bool(args.compare_audio_pool),
+        bool(args.compare_with),
     ]
     if sum(compared) > 1:
         parser.error("give one --compare-* option at a time")
@@ -160,6 +175,20 @@ def main() -> None:
         variants = {
             f"pool {configured}": make_step(True),
             f"pool {pool[0]}x{pool[1]}": make_step(True, model=pooled),
+        }
+    if args.compare_with:
+        try:
+            other = load_config(
+                args.config,
+                [f"model.use_audio={str(args.audio).lower()}", *args.overrides, *args.compare_with],
+            )
+        except ConfigError as error:
+            parser.error(f"--compare-with: {error}")
+        if other.clips != config.clips:
+            parser.error("--compare-with: compare models on the same clips (clips.* overrides differ)")
+        variants = {
+            "configured": make_step(True),
+            " ".join(args.compare_with): make_step(True, model=network(other.model)),
         }
     preset = " + ".join(args.config) or "paper preset"
     precision = "bf16 autocast" if autocast else "fp32"
