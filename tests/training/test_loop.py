@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from astra.config import ConfigError, load_config
+from astra.config import ConfigError, config_from_dict, load_config
 from astra.data.dataset import DataRoots
+from astra.model import build_model
 from astra.training import checkpoint
 from astra.training.loop import _weight_average, fit
 
@@ -266,3 +267,33 @@ def test_weight_average_follows_the_weights_early_and_then_decays_at_the_set_rat
             decay = min(0.9, (1 + update) / (10 + update))
             expected = decay * expected + (1 - decay) * value
         assert average.module.weight.item() == pytest.approx(expected, rel=1e-5, abs=1e-6), update
+
+
+def test_the_band_level_audio_front_end_trains_and_its_checkpoint_listens(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
+    # configs/small.yaml's audio: no convolutions, patches pooled 8 x 4, bands standardised per clip.
+    config = tiny_config(
+        "model.audio_conv_channels=[]",
+        "model.audio_hidden_dims=[]",
+        "model.audio_input_pool=[8, 4]",
+        "model.audio_clip_norm=true",
+    )
+    fit(config, DataRoots.single(tiny_dataset.root), tmp_path, progress=False)
+    saved = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    model = build_model(config_from_dict(saved["config"]).model, config.clips, load_pretrained=False)
+    model.load_state_dict(saved["model"])
+    untrained = build_model(config.model, config.clips, load_pretrained=False)
+    name = "audio_backbone.embeddings.0.weight"
+    assert model.state_dict()[name].shape == (config.model.d_model, 12 * 32)
+    assert not torch.equal(model.state_dict()[name], untrained.state_dict()[name])  # it learnt
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, config.clips.clip_seconds, sum(config.model.visual_dims), generator=generator)
+    audio = torch.rand(2, config.clips.mel_bins, config.clips.clip_seconds * 100, generator=generator)
+    louder = audio.clone()
+    louder[1, 80:100, 500:700] *= 1000.0  # 30 dB more in 20 bands for 2 s of the second clip
+    with torch.no_grad():
+        quiet, loud = model(features, audio)["class_scores"], model(features, louder)["class_scores"]
+    torch.testing.assert_close(loud[0], quiet[0])  # clips never see each other's audio
+    assert not torch.allclose(loud[1], quiet[1])  # the prediction depends on the audio
