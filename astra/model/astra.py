@@ -6,6 +6,7 @@ Data flow of one clip of ``T`` seconds (paper, Figure 1; shapes for the paper pr
         -> PFFN_j -> [B, T, 5, d]
     audio power [B, 128, 100 T] -> log-mel dB --temporal dropout/switch--> 52 patches [96, 128]
         -> VGGish CNN -> [B, 52, d]
+        (or, model.audio_conv_channels: [], each pooled and clip-normalised patch -> Linear -> [B, 52, d])
     + temporal and source encodings -> tokens [B, 5 T + 52, d] (time-major visual, then audio)
     -> hierarchical encoder (4, 2, 1 segments) -> memory [B, 5 T + 52, d]
     L_out learnable queries [L_out, d] -> decoder (self-attention, cross-attention to memory)

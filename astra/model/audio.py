@@ -160,6 +160,11 @@ def load_vggish_weights(model: nn.Module, path: str | Path) -> VGGishLoadReport:
     backbone = model if isinstance(model, VGGishBackbone) else getattr(model, "audio_backbone", None)
     if not isinstance(backbone, VGGishBackbone):
         raise AudioError(f"{path}: the model has no audio backbone to load VGGish weights into")
+    if len(backbone.features) == 0:
+        raise AudioError(
+            f"{path}: the audio backbone has no convolutions (model.audio_conv_channels: []); "
+            "VGGish weights fit only the CNN"
+        )
     state = _read_state_dict(path)
     own = backbone.state_dict()
     # A layer loads whole or not at all: the port's first layer has a bias of our shape (4096)

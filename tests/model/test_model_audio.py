@@ -162,6 +162,11 @@ def test_vggish_bad_files(tmp_path: Path) -> None:
     )
     with pytest.raises(AudioError, match="no audio backbone"):
         load_vggish_weights(visual_only, unrelated)
+    port = tmp_path / "port.pth"
+    torch.save(_port_state_dict(SMALL_CHANNELS, flatten=12, hidden=9, out=128), port)
+    without_convolutions = VGGishBackbone(32, 12, (), (9,), 16)  # the small preset's front end
+    with pytest.raises(AudioError, match=r"no convolutions \(model\.audio_conv_channels: \[\]\)"):
+        load_vggish_weights(without_convolutions, port)
 
 
 @pytest.mark.slow
