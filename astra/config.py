@@ -111,7 +111,9 @@ class ModelConfig:
     locality_bias_head_ratio: float = 1.0
     head_dropout: float = 0.4  # dropout in the classification and displacement heads
     use_audio: bool = True  # M9 ablation: the audio branch
-    audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)  # VGGish conv stack
+    # The VGGish conv stack; empty for a band-level front end (the pooled patch straight into the
+    # fully-connected layers: configs/small.yaml, docs/audio.md).
+    audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)
     audio_hidden_dims: tuple[int, ...] = (4096, 4096)  # VGGish fully-connected layers
     audio_patch_frames: int = 96  # 0.96-s VGGish patches
     # Average-pool each log-mel patch by (frames, mel bins) before the CNN: (2, 4) turns [96, 128] into
