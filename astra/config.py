@@ -123,6 +123,9 @@ class ModelConfig:
     # divided by sqrt(variance + 1 dB^2), as cepstral mean and variance normalisation in speech. The
     # level of a band becomes its departure from the clip's own level. False is off, as the paper.
     audio_clip_norm: bool = False
+    # Gaussian noise added in training to what the audio backbone reads (after the pool and the clip
+    # norm; in clip-normalised units with audio_clip_norm, else in dB), as feature_noise_std. 0 is off.
+    audio_noise_std: float = 0.0
     vggish_weights: str = (
         ""  # AudioSet VGGish state dict (PyTorch port) for the audio CNN; "" trains it from scratch
     )

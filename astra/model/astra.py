@@ -88,6 +88,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
         audio_patch_frames=model.audio_patch_frames,
         audio_input_pool=tuple(model.audio_input_pool),
         audio_clip_norm=model.audio_clip_norm,
+        audio_noise_std=model.audio_noise_std,
         visual_whitening=FeatureWhitening(model.visual_dims) if model.feature_whitening else None,
         feature_noise_std=model.feature_noise_std,
         visual_augment=TemporalAugment(
@@ -187,6 +188,7 @@ class AstraModel(nn.Module):
         audio_patch_frames: int,
         audio_input_pool: tuple[int, int] = (1, 1),
         audio_clip_norm: bool = False,
+        audio_noise_std: float = 0.0,
         visual_whitening: FeatureWhitening | None = None,
         feature_noise_std: float = 0.0,
         visual_augment: TemporalAugment,
@@ -209,6 +211,7 @@ class AstraModel(nn.Module):
         self.audio_patch_frames = audio_patch_frames
         self.audio_input_pool = audio_input_pool  # (frames, mel bins) averaged before the audio CNN
         self.audio_clip_norm = audio_clip_norm  # each band standardised over the clip, after the pool
+        self.audio_noise_std = audio_noise_std  # training only, on what the audio backbone reads
         # Registration order is the order of the parameter table of `astra summary`.
         self.visual_pffns = visual_pffns
         self.audio_backbone = audio_backbone
@@ -298,6 +301,8 @@ class AstraModel(nn.Module):
                 patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)
             if self.audio_clip_norm:
                 patches = clip_band_norm(patches, batch)
+            if self.training and self.audio_noise_std > 0:
+                patches = patches + self.audio_noise_std * torch.randn_like(patches)
             audio_tokens = self.audio_backbone(patches).reshape(batch, num_patches, -1)  # [B, L_a, d]
         elif log_mel is not None:
             raise ValueError("this model was built without audio (model.use_audio: false) but got audio")
@@ -408,6 +413,7 @@ def _check(model: ModelConfig, clips: ClipConfig) -> None:
         "decoder_locality_bias",
         "encoder_locality_bias",
         "feature_noise_std",
+        "audio_noise_std",
         "pffn_context_seconds",
     ):
         if getattr(model, key) < 0:

@@ -373,3 +373,29 @@ def test_audio_backbone_without_convolutions_sees_the_normalised_pooled_patches(
 def test_audio_conv_channels_are_six_or_none() -> None:
     with pytest.raises(ValueError, match=r"6 convolutions .* or none"):
         build_model(dataclasses.replace(TINY_MODEL, audio_conv_channels=(2, 2, 4)), TINY_CLIPS)
+
+
+def test_audio_noise_is_added_to_what_the_audio_backbone_reads_in_training_only() -> None:
+    config = dataclasses.replace(
+        TINY_MODEL,
+        audio_conv_channels=(),
+        audio_input_pool=(8, 4),
+        audio_clip_norm=True,
+        audio_noise_std=0.5,
+        temporal_dropout_p=0.0,
+        temporal_switch_p=0.0,
+    )
+    model = build_model(config, TINY_CLIPS)
+    features, audio = _inputs(2, config, TINY_CLIPS)
+    seen: list[torch.Tensor] = []
+    model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        model.train()
+        model(features, audio)
+        model.eval()
+        model(features, audio)
+    clean = seen[1]  # eval: the pooled, clip-normalised patches themselves
+    noise = seen[0] - clean
+    assert abs(noise.std().item() - 0.5) < 0.02 and abs(noise.mean().item()) < 0.02
+    with pytest.raises(ValueError, match=r"model\.audio_noise_std"):
+        build_model(dataclasses.replace(config, audio_noise_std=-1.0), TINY_CLIPS)
