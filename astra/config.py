@@ -116,8 +116,9 @@ class ModelConfig:
     audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)
     audio_hidden_dims: tuple[int, ...] = (4096, 4096)  # VGGish fully-connected layers
     audio_patch_frames: int = 96  # 0.96-s VGGish patches
-    # Average-pool each log-mel patch by (frames, mel bins) before the CNN: (2, 4) turns [96, 128] into
-    # [48, 32], 8x fewer pixels for every convolution. (1, 1) is off, as the paper.
+    # Average-pool each log-mel patch by (frames, mel bins) before the audio backbone (the CNN or the
+    # band-level front end): (2, 4) turns [96, 128] into [48, 32], 8x fewer pixels for every
+    # convolution. (1, 1) is off, as the paper.
     audio_input_pool: tuple[int, ...] = (1, 1)
     # Standardise each mel band over the clip (after the pool): minus its mean over the clip's frames,
     # divided by sqrt(variance + 1 dB^2), as cepstral mean and variance normalisation in speech. The

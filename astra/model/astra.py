@@ -209,7 +209,7 @@ class AstraModel(nn.Module):
         self.mel_bins = mel_bins
         self.num_audio_frames = clip_seconds * audio_frames_per_second
         self.audio_patch_frames = audio_patch_frames
-        self.audio_input_pool = audio_input_pool  # (frames, mel bins) averaged before the audio CNN
+        self.audio_input_pool = audio_input_pool  # (frames, mel bins) averaged before the audio backbone
         self.audio_clip_norm = audio_clip_norm  # each band standardised over the clip, after the pool
         self.audio_noise_std = audio_noise_std  # training only, on what the audio backbone reads
         # Registration order is the order of the parameter table of `astra summary`.
