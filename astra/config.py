@@ -300,6 +300,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is Literal:
         choices = typing.get_args(hint)
+        if isinstance(value, bool):
+            # YAML 1.1 reads off/no/false as False and on/yes/true as True: `mixed_precision: off`
+            # means the choice spelt so, where exactly one choice is such a word.
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            spelt = [choice for choice in choices if isinstance(choice, str) and choice in words]
+            if len(spelt) == 1:
+                return spelt[0]
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value

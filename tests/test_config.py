@@ -73,3 +73,13 @@ def test_replace_checks_the_updates() -> None:
     assert config.loss.uncertainty_alpha == 0.4
     with pytest.raises(ConfigError, match=r"loss\.alpha"):
         replace(config, {"loss.alpha": 0.4})
+
+
+def test_off_means_the_choice_named_off(tmp_path: Path) -> None:
+    # YAML 1.1 reads a bare `off` as false; the choice spelt "off" is what the user means.
+    assert load_config(overrides=["train.mixed_precision=off"]).train.mixed_precision == "off"
+    (tmp_path / "cpu.yaml").write_text("train:\n  mixed_precision: off\n")
+    assert load_config([tmp_path / "cpu.yaml"]).train.mixed_precision == "off"
+    # Where no choice is spelt so, a boolean is still named as the mistake it is.
+    with pytest.raises(ConfigError, match=r"augment\.mixup: True is not one of"):
+        load_config(overrides=["augment.mixup=yes"])
