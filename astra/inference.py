@@ -15,9 +15,10 @@ import torch
 
 from astra.classes import FRAMES_PER_SECOND
 from astra.config import ClipConfig, InferenceConfig
-from astra.data.clips import inference_window_starts, slice_clips
-from astra.data.dataset import Half
+from astra.data.clips import inference_window_starts, slice_audio_frames, slice_clips, usable_audio
+from astra.data.dataset import AUDIO_FRAMES_PER_SECOND, DataError, Half, non_finite_message
 from astra.data.labels import Annotations
+from astra.model.audio import clamp_dynamic_range, power_to_db
 from astra.postprocess.aggregation import aggregate_windows
 from astra.postprocess.nms import Detections, hard_nms, soft_nms
 
@@ -46,15 +47,25 @@ def predict_half(
     starts = inference_window_starts(
         half.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds)
     )
+    # Windows overlap (6 of them cover each second at the defaults): the half's audio is turned
+    # into decibels once, and each window takes its slice and its own 80-dB floor, exactly the
+    # model's log-mel of that window.
+    decibels = half_decibels(half) if with_audio else None
+    window_frames = clips.clip_seconds * AUDIO_FRAMES_PER_SECOND
     class_scores: list[np.ndarray] = []
     displacement: list[np.ndarray] = []
     for first in range(0, len(starts), batch_size):
         batch_starts = starts[first : first + batch_size]
-        features, audio = slice_clips(half, batch_starts, clips.clip_seconds, with_audio=with_audio)
+        features, _ = slice_clips(half, batch_starts, clips.clip_seconds, with_audio=False)
         features_t = torch.from_numpy(features).to(device)
-        audio_t = torch.from_numpy(audio).to(device) if audio is not None else None
+        log_mel = None
+        if decibels is not None:
+            window_db = slice_audio_frames(
+                decibels, batch_starts * AUDIO_FRAMES_PER_SECOND, window_frames, decibels.shape[1]
+            )
+            log_mel = clamp_dynamic_range(torch.from_numpy(window_db).to(device))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            outputs = model(features_t, audio_t)
+            outputs = model(features_t, log_mel, audio_is_log_mel=True)
         class_scores.append(outputs["class_scores"].float().cpu().numpy())
         displacement.append(outputs["displacement"].float().cpu().numpy())
     return aggregate_windows(
@@ -65,6 +76,26 @@ def predict_half(
         outputs_per_second=clips.outputs_per_second,
         score_threshold=inference.score_threshold,
     )
+
+
+def half_decibels(half: Half, chunk_frames: int = 60 * AUDIO_FRAMES_PER_SECOND) -> np.ndarray:
+    """``[128, usable frames]`` float32: a half's mel power in decibels (``power_to_db``), before any floor.
+
+    Read and converted a minute at a time. Raises :class:`DataError` naming the file and the
+    frame where the recording holds NaN or inf.
+    """
+    recording, usable_frames = usable_audio(half)
+    decibels = np.empty((recording.shape[0], usable_frames), dtype=np.float32)
+    for first in range(0, usable_frames, chunk_frames):
+        stop = min(first + chunk_frames, usable_frames)
+        power = np.array(recording[:, first:stop], dtype=np.float32)  # a writable copy
+        finite = np.isfinite(power).all(axis=0)
+        if not finite.all():
+            frame = first + int(np.argmin(finite))
+            assert half.audio_path is not None
+            raise DataError(non_finite_message(half.audio_path, frame // AUDIO_FRAMES_PER_SECOND, frame))
+        decibels[:, first:stop] = power_to_db(torch.from_numpy(power)).numpy()
+    return decibels
 
 
 def detect(per_position: np.ndarray, inference: InferenceConfig) -> Detections:

@@ -114,15 +114,9 @@ def slice_clips(
         raise DataError(non_finite_message(half.features_path, int(seconds[bad_clip, bad_second])))
     if not with_audio:
         return features, None
-    if half.audio is None:
-        raise DataError(
-            f"{half.features_path}: audio requested, but half {half.half} of {half.game!r} "
-            "was opened without audio"
-        )
-    # The usable audio: the recording cut to the visual length; its last frame pads the rest.
-    usable_frames = min(half.audio.shape[1], half.num_audio_frames)
+    recording, usable_frames = usable_audio(half)
     first_frames = starts * AUDIO_FRAMES_PER_SECOND
-    audio = _slice_audio(half.audio, first_frames, clip_seconds * AUDIO_FRAMES_PER_SECOND, usable_frames)
+    audio = slice_audio_frames(recording, first_frames, clip_seconds * AUDIO_FRAMES_PER_SECOND, usable_frames)
     finite_frames = np.isfinite(audio).all(axis=1)  # [N, T*100]
     if not finite_frames.all():
         bad_clip, bad_frame = np.unravel_index(np.argmin(finite_frames), finite_frames.shape)
@@ -205,12 +199,27 @@ def encode_targets(
     return classification, displacement
 
 
-def _slice_audio(
+def usable_audio(half: Half) -> tuple[np.ndarray, int]:
+    """A half's mel power ``[128, frames]`` and how many of its frames are used.
+
+    The usable audio is the recording cut to the visual length; where it is shorter, its
+    last frame pads the clips (``slice_audio_frames``).
+    """
+    if half.audio is None:
+        raise DataError(
+            f"{half.features_path}: audio requested, but half {half.half} of {half.game!r} "
+            "was opened without audio"
+        )
+    return half.audio, min(half.audio.shape[1], half.num_audio_frames)
+
+
+def slice_audio_frames(
     audio: np.ndarray, first_frames: np.ndarray, num_frames: int, usable_frames: int
 ) -> np.ndarray:
     """Clips ``[N, 128, num_frames]`` float32 of ``audio`` ``[128, frames]`` from ``first_frames`` ``[N]``.
 
-    Frames at or past ``usable_frames`` repeat frame ``usable_frames - 1``.
+    Frames at or past ``usable_frames`` repeat frame ``usable_frames - 1``. ``audio`` is a
+    half's mel power (``usable_audio``) or anything computed from it frame by frame.
     """
     base = min(int(first_frames.min()), usable_frames - 1)
     end = int(first_frames.max()) + num_frames

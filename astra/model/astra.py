@@ -289,21 +289,14 @@ class AstraModel(nn.Module):
             if log_mel is None:
                 raise ValueError("this model uses audio: pass the mel spectrogram [B, mel_bins, T * 100]")
             self._check_audio(log_mel)
-            steps = log_mel.transpose(1, 2)  # [B, frames, mel_bins]: a step is one 10-ms frame
-            if self.audio_augment is not None:
-                steps = self.audio_augment(steps)
-            num_patches = self.encodings.audio_temporal.shape[0]  # L_a = floor(T * 100 / 96)
-            patches = steps[:, : num_patches * self.audio_patch_frames].reshape(
-                batch * num_patches, 1, self.audio_patch_frames, self.mel_bins
-            )  # [B * L_a, 1, 96, mel_bins]: one batched CNN pass over all patches
-            if self.audio_input_pool != (1, 1):
-                # [B * L_a, 1, 96 / p, mel_bins / q]
-                patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)
+            patches = self._audio_patches(log_mel)  # [B * L_a, 1, 96 / p, mel_bins / q]
             if self.audio_clip_norm:
                 patches = clip_band_norm(patches, batch)
             if self.training and self.audio_noise_std > 0:
                 patches = patches + self.audio_noise_std * torch.randn_like(patches)
-            audio_tokens = self.audio_backbone(patches).reshape(batch, num_patches, -1)  # [B, L_a, d]
+            audio_tokens = self.audio_backbone(patches).reshape(
+                batch, self.encodings.audio_temporal.shape[0], -1
+            )  # [B, L_a, d]
         elif log_mel is not None:
             raise ValueError("this model was built without audio (model.use_audio: false) but got audio")
         tokens = self.encodings(visual, audio_tokens)  # [B, T * E_v + L_a, d]
@@ -319,6 +312,39 @@ class AstraModel(nn.Module):
         else:
             outputs["displacement"] = self.displacement_head(decoded)
         return outputs
+
+    def _audio_patches(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """``[B, mel_bins, frames]`` log-mel -> ``[B * L_a, 1, 96 / p, mel_bins / q]``, pooled patches.
+
+        The ``L_a`` patches of each clip in order, for one batched backbone pass. Without the
+        audio's temporal dropout and switch (which act on 10-ms steps), and with a pool that tiles
+        each patch (checked when the model is built), the whole clip is pooled
+        before it is cut into patches: the same averages, without first copying the
+        full-resolution log-mel into patch layout.
+        """
+        batch = log_mel.shape[0]
+        num_patches = self.encodings.audio_temporal.shape[0]  # L_a = floor(T * 100 / 96)
+        frames, bins = self.audio_input_pool
+        used_frames = num_patches * self.audio_patch_frames
+        augmenting = self.audio_augment is not None and self.audio_augment.active
+        if self.audio_input_pool != (1, 1) and not augmenting:
+            pooled = nn.functional.avg_pool2d(
+                log_mel[:, None, :, :used_frames], (bins, frames)
+            )  # [B, 1, mel_bins / q, L_a * 96 / p]
+            return (
+                pooled.squeeze(1)
+                .transpose(1, 2)
+                .reshape(batch * num_patches, 1, self.audio_patch_frames // frames, pooled.shape[2])
+            )
+        steps = log_mel.transpose(1, 2)  # [B, frames, mel_bins]: a step is one 10-ms frame
+        if self.audio_augment is not None:
+            steps = self.audio_augment(steps)
+        patches = steps[:, :used_frames].reshape(
+            batch * num_patches, 1, self.audio_patch_frames, self.mel_bins
+        )
+        if self.audio_input_pool != (1, 1):
+            patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)
+        return patches
 
     def _check_features(self, features: torch.Tensor) -> int:
         expected = (self.clip_seconds, sum(self.visual_dims))

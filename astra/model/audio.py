@@ -62,12 +62,30 @@ def log_mel_db(mel_power: torch.Tensor) -> torch.Tensor:
     at 80 dB under the clip's maximum. The authors take the maximum over the
     whole batch; we take it per clip, so that a clip's input does not depend on
     the other clips of its batch (batched and unbatched inference agree).
+    The two steps are ``power_to_db`` (element-wise) and ``clamp_dynamic_range``
+    (per clip): inference converts a whole half once and clamps each window.
     """
     if mel_power.dim() != 3:
         raise ValueError(f"mel power must be [B, mels, frames], got shape {tuple(mel_power.shape)}")
-    db = 10.0 * (torch.log10(mel_power.clamp_min(MEL_POWER_FLOOR)) - math.log10(MEL_POWER_REFERENCE))
+    return clamp_dynamic_range(power_to_db(mel_power))
+
+
+def power_to_db(mel_power: torch.Tensor) -> torch.Tensor:
+    """Mel power of any shape -> 10 * (log10(max(1e-10, x)) - log10(7430.77)), a new tensor.
+
+    Element-wise, so a clip's decibels are those of the half it was cut from. In place
+    on one new tensor: the same operations, in the same order, as the formula.
+    """
+    db = mel_power.clamp_min(MEL_POWER_FLOOR)
+    return db.log10_().sub_(math.log10(MEL_POWER_REFERENCE)).mul_(10.0)
+
+
+def clamp_dynamic_range(db: torch.Tensor) -> torch.Tensor:
+    """``[B, mels, frames]`` decibels clamped from below at 80 dB under each clip's maximum, in place."""
+    if db.dim() != 3:
+        raise ValueError(f"decibels must be [B, mels, frames], got shape {tuple(db.shape)}")
     floor_db = db.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE_DB  # [B, 1, 1]
-    return torch.maximum(db, floor_db)
+    return torch.maximum(db, floor_db, out=db)
 
 
 def audio_patch_count(clip_seconds: int, frames_per_second: int, patch_frames: int) -> int:

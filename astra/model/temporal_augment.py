@@ -35,6 +35,11 @@ class TemporalAugment(nn.Module):
         # Uniform [0, 1) initialisation, as the authors.
         self.replacement = nn.Parameter(torch.rand(step_dim)) if dropout_p > 0 else None
 
+    @property
+    def active(self) -> bool:
+        """Whether a call can change its input: in training, with a probability above 0."""
+        return self.training and (self.dropout_p > 0 or self.switch_p > 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, S, D]`` -> ``[B, S, D]``."""
         if not self.training:

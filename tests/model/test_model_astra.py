@@ -399,3 +399,29 @@ def test_audio_noise_is_added_to_what_the_audio_backbone_reads_in_training_only(
     assert abs(noise.std().item() - 0.5) < 0.02 and abs(noise.mean().item()) < 0.02
     with pytest.raises(ValueError, match=r"model\.audio_noise_std"):
         build_model(dataclasses.replace(config, audio_noise_std=-1.0), TINY_CLIPS)
+
+
+def test_audio_temporal_augmentation_acts_on_10_ms_steps_before_the_pool() -> None:
+    # Every step dropped: each 10-ms frame becomes the learnt vector, and only then is it pooled
+    # (pooling first would mix the clip's own frames into what the backbone reads).
+    config = dataclasses.replace(
+        TINY_MODEL,
+        audio_conv_channels=(),
+        audio_input_pool=(8, 4),
+        temporal_dropout_p=1.0,
+        temporal_switch_p=0.0,
+    )
+    model = build_model(config, TINY_CLIPS).train()
+    features, audio = _inputs(2, config, TINY_CLIPS)
+    seen: list[torch.Tensor] = []
+    model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(features, audio)
+    replacement = model.audio_augment.replacement.detach()  # [128]
+    band_means = replacement.reshape(32, 4).mean(dim=1)  # [32]
+    torch.testing.assert_close(seen[0], band_means.expand_as(seen[0]))
+    # In eval mode the same model pools the clip's own log-mel.
+    model.eval()
+    seen.clear()
+    with torch.no_grad():
+        model(features, audio)
+    assert not torch.allclose(seen[0], band_means.expand_as(seen[0]))
