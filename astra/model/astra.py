@@ -261,10 +261,42 @@ class AstraModel(nn.Module):
         log_mel = audio if audio is None or audio_is_log_mel else self.preprocess_audio(audio)
         return self.forward_features(features, log_mel)
 
+    @property
+    def pools_audio_early(self) -> bool:
+        """Whether ``preprocess_audio`` returns the pooled log-mel rather than the full one.
+
+        True with ``model.audio_input_pool`` and without the audio's temporal dropout and
+        switch (which act on 10-ms steps): the pool and mixup are both linear, so mixing the
+        pooled log-mel (32x smaller at 8 x 4, and so the mixup queue) is mixing the log-mel.
+        """
+        augment = self.audio_augment
+        steps_augmented = augment is not None and (augment.dropout_p > 0 or augment.switch_p > 0)
+        return self.audio_input_pool != (1, 1) and not steps_augmented
+
     def preprocess_audio(self, audio_power: torch.Tensor) -> torch.Tensor:
-        """``[B, mel_bins, T * 100]`` mel power -> ``[B, mel_bins, T * 100]`` log-mel dB (no parameters)."""
-        self._check_audio(audio_power)
-        return log_mel_db(audio_power.float())
+        """``[B, mel_bins, T * 100]`` mel power -> the audio input of ``forward_features`` (no parameters).
+
+        The log-mel dB ``[B, mel_bins, T * 100]``; where ``pools_audio_early``, its average
+        pool ``[B, mel_bins / q, L_a * 96 / p]`` (``pool_log_mel``).
+        """
+        if audio_power.dim() != 3 or tuple(audio_power.shape[1:]) != self._full_audio_shape:
+            raise ValueError(
+                f"audio must be [B, {self.mel_bins}, {self.num_audio_frames}] mel power, "
+                f"got {tuple(audio_power.shape)}"
+            )
+        log_mel = log_mel_db(audio_power.float())
+        return self.pool_log_mel(log_mel) if self.pools_audio_early else log_mel
+
+    def pool_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """``[B, mel_bins, T * 100]`` -> ``[B, mel_bins / q, L_a * 96 / p]``: the frames of the
+        ``L_a`` patches averaged over ``model.audio_input_pool`` = (p frames, q mel bins).
+
+        The pool tiles each patch (checked when the model is built), so pooling the clip and
+        then cutting patches equals cutting patches and pooling each.
+        """
+        frames, bins = self.audio_input_pool
+        used_frames = self.encodings.audio_temporal.shape[0] * self.audio_patch_frames
+        return nn.functional.avg_pool2d(log_mel[:, None, :, :used_frames], (bins, frames)).squeeze(1)
 
     def forward_features(
         self, features: torch.Tensor, log_mel: torch.Tensor | None = None
@@ -273,7 +305,9 @@ class AstraModel(nn.Module):
 
         Args:
             features: ``[B, T, sum(visual_dims)]``, mixed or not.
-            log_mel: ``[B, mel_bins, T * 100]`` from ``preprocess_audio`` (mixed or not), or None.
+            log_mel: from ``preprocess_audio`` (mixed or not): the log-mel ``[B, mel_bins, T * 100]``
+                or, where ``pools_audio_early``, its pool ``[B, mel_bins / q, L_a * 96 / p]``
+                (the full log-mel is taken too); None for a model without audio.
         """
         batch = self._check_features(features)
         if self.visual_whitening is not None:
@@ -288,7 +322,6 @@ class AstraModel(nn.Module):
         if self.audio_backbone is not None:
             if log_mel is None:
                 raise ValueError("this model uses audio: pass the mel spectrogram [B, mel_bins, T * 100]")
-            self._check_audio(log_mel)
             patches = self._audio_patches(log_mel)  # [B * L_a, 1, 96 / p, mel_bins / q]
             if self.audio_clip_norm:
                 patches = clip_band_norm(patches, batch)
@@ -314,37 +347,43 @@ class AstraModel(nn.Module):
         return outputs
 
     def _audio_patches(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """``[B, mel_bins, frames]`` log-mel -> ``[B * L_a, 1, 96 / p, mel_bins / q]``, pooled patches.
+        """The log-mel (full or pooled) -> ``[B * L_a, 1, 96 / p, mel_bins / q]``, pooled patches.
 
-        The ``L_a`` patches of each clip in order, for one batched backbone pass. Without the
-        audio's temporal dropout and switch (which act on 10-ms steps), and with a pool that tiles
-        each patch (checked when the model is built), the whole clip is pooled
-        before it is cut into patches: the same averages, without first copying the
-        full-resolution log-mel into patch layout.
+        The ``L_a`` patches of each clip in order, for one batched backbone pass. Unless the
+        audio's temporal dropout or switch is at work on the 10-ms steps, a full log-mel is
+        pooled whole before it is cut into patches: the same averages, without first copying
+        it into patch layout at full resolution.
         """
         batch = log_mel.shape[0]
         num_patches = self.encodings.audio_temporal.shape[0]  # L_a = floor(T * 100 / 96)
         frames, bins = self.audio_input_pool
-        used_frames = num_patches * self.audio_patch_frames
-        augmenting = self.audio_augment is not None and self.audio_augment.active
-        if self.audio_input_pool != (1, 1) and not augmenting:
-            pooled = nn.functional.avg_pool2d(
-                log_mel[:, None, :, :used_frames], (bins, frames)
-            )  # [B, 1, mel_bins / q, L_a * 96 / p]
-            return (
-                pooled.squeeze(1)
-                .transpose(1, 2)
-                .reshape(batch * num_patches, 1, self.audio_patch_frames // frames, pooled.shape[2])
+        pooled_shape = (self.mel_bins // bins, num_patches * self.audio_patch_frames // frames)
+        given = tuple(log_mel.shape[1:]) if log_mel.dim() == 3 else None
+        if given != self._full_audio_shape and not (self.pools_audio_early and given == pooled_shape):
+            accepted = f"[B, {self.mel_bins}, {self.num_audio_frames}]"
+            if self.pools_audio_early:
+                accepted += f" or, pooled, [B, {pooled_shape[0]}, {pooled_shape[1]}]"
+            raise ValueError(f"audio must be {accepted}, got {tuple(log_mel.shape)}")
+        steps_augmented = self.audio_augment is not None and self.audio_augment.active
+        if given == self._full_audio_shape and (self.audio_input_pool == (1, 1) or steps_augmented):
+            steps = log_mel.transpose(1, 2)  # [B, frames, mel_bins]: a step is one 10-ms frame
+            if self.audio_augment is not None:
+                steps = self.audio_augment(steps)
+            patches = steps[:, : num_patches * self.audio_patch_frames].reshape(
+                batch * num_patches, 1, self.audio_patch_frames, self.mel_bins
             )
-        steps = log_mel.transpose(1, 2)  # [B, frames, mel_bins]: a step is one 10-ms frame
-        if self.audio_augment is not None:
-            steps = self.audio_augment(steps)
-        patches = steps[:, :used_frames].reshape(
-            batch * num_patches, 1, self.audio_patch_frames, self.mel_bins
+            if self.audio_input_pool == (1, 1):
+                return patches
+            return nn.functional.avg_pool2d(patches, self.audio_input_pool)
+        pooled = log_mel if given == pooled_shape else self.pool_log_mel(log_mel)
+        # [B, mel_bins / q, L_a * 96 / p] -> [B * L_a, 1, 96 / p, mel_bins / q]
+        return pooled.transpose(1, 2).reshape(
+            batch * num_patches, 1, self.audio_patch_frames // frames, pooled_shape[0]
         )
-        if self.audio_input_pool != (1, 1):
-            patches = nn.functional.avg_pool2d(patches, self.audio_input_pool)
-        return patches
+
+    @property
+    def _full_audio_shape(self) -> tuple[int, int]:
+        return (self.mel_bins, self.num_audio_frames)
 
     def _check_features(self, features: torch.Tensor) -> int:
         expected = (self.clip_seconds, sum(self.visual_dims))
@@ -353,11 +392,6 @@ class AstraModel(nn.Module):
                 f"visual features must be [B, {expected[0]}, {expected[1]}], got {tuple(features.shape)}"
             )
         return features.shape[0]
-
-    def _check_audio(self, audio: torch.Tensor) -> None:
-        expected = (self.mel_bins, self.num_audio_frames)
-        if audio.dim() != 3 or tuple(audio.shape[1:]) != expected:
-            raise ValueError(f"audio must be [B, {expected[0]}, {expected[1]}], got {tuple(audio.shape)}")
 
 
 def clip_band_norm(patches: torch.Tensor, batch: int) -> torch.Tensor:

@@ -390,7 +390,8 @@ def _train_one_epoch(
         class_targets = class_targets.to(device, non_blocking=True)
         displacement_targets = displacement_targets.to(device, non_blocking=True)
         # Reference order: audio to log-mel, then mixup of features, audio and targets (and
-        # the queue update), then the rest of the network.
+        # the queue update), then the rest of the network. A model that pools its audio without
+        # temporal augmentation pools before mixup (the same mix, 32x less to mix and queue at 8 x 4).
         log_mel = (
             core.preprocess_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
         )

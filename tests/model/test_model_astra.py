@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from astra.config import ClipConfig, ModelConfig
 from astra.model import build_model, parameter_breakdown
 from astra.model.astra import clip_band_norm
+from astra.model.audio import log_mel_db
 
 # A tiny network: 8-s clips, 3 visual embeddings, 8 audio patches of 96 frames.
 TINY_MODEL = ModelConfig(
@@ -425,3 +426,36 @@ def test_audio_temporal_augmentation_acts_on_10_ms_steps_before_the_pool() -> No
     with torch.no_grad():
         model(features, audio)
     assert not torch.allclose(seen[0], band_means.expand_as(seen[0]))
+
+
+def test_mixing_the_pooled_log_mel_is_mixing_the_log_mel() -> None:
+    # configs/small.yaml's audio: no temporal dropout or switch, so preprocess_audio pools early.
+    config = dataclasses.replace(
+        TINY_MODEL,
+        audio_conv_channels=(),
+        audio_input_pool=(8, 4),
+        audio_clip_norm=True,
+        temporal_dropout_p=0.0,
+        temporal_switch_p=0.0,
+    )
+    model = build_model(config, TINY_CLIPS).eval()
+    assert model.pools_audio_early
+    features, audio = _inputs(2, config, TINY_CLIPS)
+    with torch.no_grad():
+        pooled = model.preprocess_audio(audio)
+        assert pooled.shape == (2, 32, 8 * 96 // 8)  # 8 patches of 12 steps, 32 bands
+        full = log_mel_db(audio)
+        # The pooled log-mel and the full one give the same outputs, mixed or not.
+        mixed_pooled = 0.3 * pooled + 0.7 * pooled.flip(0)
+        mixed_full = 0.3 * full + 0.7 * full.flip(0)
+        for given, reference in ((pooled, full), (mixed_pooled, mixed_full)):
+            torch.testing.assert_close(
+                model(features, given, audio_is_log_mel=True)["class_scores"],
+                model(features, reference, audio_is_log_mel=True)["class_scores"],
+            )
+    # A model that augments the 10-ms steps takes the full log-mel only, and says so.
+    stepped = build_model(dataclasses.replace(config, temporal_dropout_p=0.5), TINY_CLIPS).eval()
+    assert not stepped.pools_audio_early
+    assert stepped.preprocess_audio(audio).shape == (2, 128, 800)
+    with pytest.raises(ValueError, match=r"audio must be \[B, 128, 800\], got \(2, 32, 96\)"):
+        stepped(features, pooled, audio_is_log_mel=True)

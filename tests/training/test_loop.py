@@ -269,17 +269,25 @@ def test_weight_average_follows_the_weights_early_and_then_decays_at_the_set_rat
         assert average.module.weight.item() == pytest.approx(expected, rel=1e-5, abs=1e-6), update
 
 
+@pytest.mark.parametrize("temporal_p", [0.5, 0.0])
 def test_the_band_level_audio_front_end_trains_and_its_checkpoint_listens(
-    tiny_dataset, tiny_config, tmp_path: Path
+    tiny_dataset, tiny_config, tmp_path: Path, temporal_p: float
 ) -> None:
-    # configs/small.yaml's audio: no convolutions, patches pooled 8 x 4, bands standardised per clip.
+    # configs/small.yaml's audio: no convolutions, patches pooled 8 x 4, bands standardised per clip;
+    # without temporal dropout and switch (as the preset), the log-mel is pooled before mixup.
     config = tiny_config(
         "model.audio_conv_channels=[]",
         "model.audio_hidden_dims=[]",
         "model.audio_input_pool=[8, 4]",
         "model.audio_clip_norm=true",
+        f"model.temporal_dropout_p={temporal_p}",
+        f"model.temporal_switch_p={temporal_p}",
     )
     fit(config, DataRoots.single(tiny_dataset.root), tmp_path, progress=False)
+    # The mixup queue (in last.pt) holds what mixup mixed: 20 patches of 96 frames per 20-s clip,
+    # pooled to 32 bands x 240 steps, or the full log-mel while temporal augmentation needs it.
+    queued = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["mixup"]["audio"]
+    assert queued.shape[2:] == ((32, 240) if temporal_p == 0 else (128, 2000))
     saved = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     model = build_model(config_from_dict(saved["config"]).model, config.clips, load_pretrained=False)
     model.load_state_dict(saved["model"])
