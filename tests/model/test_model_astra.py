@@ -25,6 +25,16 @@ TINY_MODEL = ModelConfig(
     audio_hidden_dims=(8,),
 )
 TINY_CLIPS = ClipConfig(clip_seconds=8)
+# The tiny network with configs/small.yaml's audio: the band-level front end on patches pooled
+# 8 x 4 and normalised per clip, and no temporal dropout or switch.
+SMALL_PRESET_AUDIO = dataclasses.replace(
+    TINY_MODEL,
+    audio_conv_channels=(),
+    audio_input_pool=(8, 4),
+    audio_clip_norm=True,
+    temporal_dropout_p=0.0,
+    temporal_switch_p=0.0,
+)
 
 
 def _inputs(
@@ -377,15 +387,7 @@ def test_audio_conv_channels_are_six_or_none() -> None:
 
 
 def test_audio_noise_is_added_to_what_the_audio_backbone_reads_in_training_only() -> None:
-    config = dataclasses.replace(
-        TINY_MODEL,
-        audio_conv_channels=(),
-        audio_input_pool=(8, 4),
-        audio_clip_norm=True,
-        audio_noise_std=0.5,
-        temporal_dropout_p=0.0,
-        temporal_switch_p=0.0,
-    )
+    config = dataclasses.replace(SMALL_PRESET_AUDIO, audio_noise_std=0.5)
     model = build_model(config, TINY_CLIPS)
     features, audio = _inputs(2, config, TINY_CLIPS)
     seen: list[torch.Tensor] = []
@@ -429,15 +431,8 @@ def test_audio_temporal_augmentation_acts_on_10_ms_steps_before_the_pool() -> No
 
 
 def test_mixing_the_pooled_log_mel_is_mixing_the_log_mel() -> None:
-    # configs/small.yaml's audio: no temporal dropout or switch, so preprocess_audio pools early.
-    config = dataclasses.replace(
-        TINY_MODEL,
-        audio_conv_channels=(),
-        audio_input_pool=(8, 4),
-        audio_clip_norm=True,
-        temporal_dropout_p=0.0,
-        temporal_switch_p=0.0,
-    )
+    # No temporal dropout or switch, so preprocess_audio pools early.
+    config = SMALL_PRESET_AUDIO
     model = build_model(config, TINY_CLIPS).eval()
     assert model.pools_audio_early
     features, audio = _inputs(2, config, TINY_CLIPS)
