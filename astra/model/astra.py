@@ -269,8 +269,7 @@ class AstraModel(nn.Module):
         switch (which act on 10-ms steps): the pool and mixup are both linear, so mixing the
         pooled log-mel (32x smaller at 8 x 4, and so the mixup queue) is mixing the log-mel.
         """
-        augment = self.audio_augment
-        steps_augmented = augment is not None and (augment.dropout_p > 0 or augment.switch_p > 0)
+        steps_augmented = self.audio_augment is not None and self.audio_augment.enabled
         return self.audio_input_pool != (1, 1) and not steps_augmented
 
     def preprocess_audio(self, audio_power: torch.Tensor) -> torch.Tensor:

@@ -36,9 +36,14 @@ class TemporalAugment(nn.Module):
         self.replacement = nn.Parameter(torch.rand(step_dim)) if dropout_p > 0 else None
 
     @property
+    def enabled(self) -> bool:
+        """Whether it ever changes its input: a dropout or switch probability above 0."""
+        return self.dropout_p > 0 or self.switch_p > 0
+
+    @property
     def active(self) -> bool:
-        """Whether a call can change its input: in training, with a probability above 0."""
-        return self.training and (self.dropout_p > 0 or self.switch_p > 0)
+        """Whether a call now can change its input: enabled, in training."""
+        return self.training and self.enabled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, S, D]`` -> ``[B, S, D]``."""
