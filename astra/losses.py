@@ -1,6 +1,6 @@
 """The ASTRA training objective: classification and displacement losses (paper Section 3.5).
 
-Three documented pure functions. Targets are those of the data layer (ASTRA_SPEC.md,
+Three documented pure functions. Targets are those of the data layer (docs/model.md,
 "Clips and targets"), possibly mixed by mixup:
 
 - classification targets ``[B, L, C+1]`` in [0, 1], channel 0 the background;

@@ -1,4 +1,4 @@
-"""Per-position outputs on disk: one ``.npz`` per game, float16 (DATA_CONTRACT.md).
+"""Per-position outputs on disk: one ``.npz`` per game, float16 (docs/data.md).
 
 ``<root>/<game>/per_position.npz`` holds ``half1`` and ``half2``, each
 ``[frames at 2 fps, 17]``: the scores after displacement refinement and before

@@ -1,7 +1,7 @@
 """Predictions files: one ``results_spotting.json`` per game, and challenge submission zips.
 
 The format is the one the official evaluator reads
-(``SoccerNet.Evaluation.ActionSpotting.predictions2vector``; DATA_CONTRACT.md)::
+(``SoccerNet.Evaluation.ActionSpotting.predictions2vector``; docs/data.md)::
 
     {"UrlLocal": "<game>",
      "predictions": [{"gameTime": "1 - 0:43", "label": "Kick-off", "position": "43000",

@@ -1,6 +1,6 @@
 """Time window aggregation and Soft-NMS for one 45-minute half, against plain per-position loops.
 
-The workload is one half as ASTRA sees it at inference (ASTRA_SPEC.md): 5400
+The workload is one half as ASTRA sees it at inference (docs/model.md): 5400
 frames at 2 fps, 50-s windows with a stride of 8 s (the last one ending at the
 end of the half), L = 100 outputs per window, 17 classes + background, and the
 paper's Soft-NMS windows. The scores are synthetic but shaped like a trained

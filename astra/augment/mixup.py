@@ -1,6 +1,6 @@
 """Mixup of clips and their targets: balanced (ASTRA), plain (the M3 ablation), or none.
 
-Balanced mixup (paper Section 3.4; ASTRA_SPEC.md, "Balanced mixup"): each clip
+Balanced mixup (paper Section 3.4; docs/model.md, "Balanced mixup"): each clip
 of a batch is mixed with a clip drawn from a queue that holds ``queue_size``
 recent clips per class index 0..C (background included), so that the second
 element of each pair comes from a class-balanced distribution::

@@ -1,4 +1,4 @@
-"""Clips of one half and their targets (ASTRA_SPEC.md, "Clips and targets" and "Inference").
+"""Clips of one half and their targets (docs/model.md, "Clips and targets" and "Inference").
 
 A clip is ``clip_seconds`` (T) consecutive seconds of one half, starting on a whole
 second. The model reads T feature rows and ``T * 100`` audio frames and emits
@@ -18,7 +18,7 @@ from astra.classes import FRAMES_PER_SECOND, NUM_CLASSES
 from astra.data.dataset import AUDIO_FRAMES_PER_SECOND, DataError, Half, non_finite_message
 from astra.data.labels import Annotations
 
-# Paper values (ASTRA_SPEC.md): 50-s clips, 2 outputs per second, r_c = 2 s, r_d = 3 s,
+# Paper values (docs/model.md): 50-s clips, 2 outputs per second, r_c = 2 s, r_d = 3 s,
 # training stride T/2, inference stride 8 s.
 CLIP_SECONDS = 50
 OUTPUTS_PER_SECOND = FRAMES_PER_SECOND

@@ -1,6 +1,6 @@
 """SoccerNet-v2 games on disk: features and audio as memory-mapped arrays, with their labels.
 
-The layout is the one of DATA_CONTRACT.md (three roots, which may be one folder)::
+The layout is the one of docs/data.md (three roots, which may be one folder)::
 
     <labels>/<game>/Labels-v2.json
     <features>/<game>/{1,2}_baidu_soccer_embeddings.npy   # [seconds, D], 1 row per second

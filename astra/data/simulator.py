@@ -1,4 +1,4 @@
-"""Synthetic SoccerNet-v2 games, written in the real layout (DATA_CONTRACT.md).
+"""Synthetic SoccerNet-v2 games, written in the real layout (docs/data.md).
 
 Every later stage (training, inference, evaluation, search) reads a simulated
 dataset through the same code path as the real one. What is simulated, and
@@ -43,7 +43,7 @@ AUDIO_FILENAME = "audio{half}.npy"
 CHALLENGE_LABELS_DIRNAME = "challenge_labels"
 AUDIO_FRAMES_PER_SECOND = 100
 MEL_BINS = 128
-# 0 dB of the model's audio preprocessing (ASTRA_SPEC, Model); our loudest sounds sit near it.
+# 0 dB of the model's audio preprocessing (docs/model.md, Model); our loudest sounds sit near it.
 AUDIO_REFERENCE_POWER = 7430.77
 # Rows (seconds) rendered per step: bounded memory at SoccerNet scale. A constant, not a knob,
 # because the random stream depends on it and the same seed must give the same bytes.
@@ -559,7 +559,7 @@ def _standalone_rates_and_follow_ups(
 
 def _half_lengths(rng: np.random.Generator, number: int, config: SimulatorConfig) -> _HalfPlan:
     seconds = round(60 * config.half_minutes + rng.uniform(0, config.half_spread_seconds))
-    # Real audio and visual files of a half disagree by a few seconds (DATA_CONTRACT.md).
+    # Real audio and visual files of a half disagree by a few seconds (docs/data.md).
     offset = rng.uniform(1.0, max(1.0, config.audio_offset_seconds)) * rng.choice((-1.0, 1.0))
     audio_frames = max(AUDIO_FRAMES_PER_SECOND, round((seconds + offset) * AUDIO_FRAMES_PER_SECOND))
     return _HalfPlan(number, seconds, audio_frames)

@@ -1,12 +1,12 @@
 """Aggregate the outputs of overlapping windows into one per-position array per half.
 
-ASTRA slides 50-s windows with a stride of 8 s over each half (ASTRA_SPEC.md,
+ASTRA slides 50-s windows with a stride of 8 s over each half (docs/model.md,
 "Inference and post-processing"). Position ``j`` of a window starting at
 ``start`` seconds, refined by the displacement head's mean ``mu`` (paper
 Section 3.6: an action at position ``j`` lies at ``j - mu``), votes for the
 frame ``round((start * rate + j - mu) * 2 / rate)`` at the evaluator's 2 fps;
 each (frame, class) keeps the highest vote. The result is the "per-position
-output" of DATA_CONTRACT.md, which ensembles average and Soft-NMS decodes.
+output" of docs/data.md, which ensembles average and Soft-NMS decodes.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def aggregate_windows(
 
     output_positions = starts_seconds[window_index] * outputs_per_second + position_index
     if displacement is not None:
-        # The displacement target is j - p (ASTRA_SPEC.md, "Clips and targets"): the action sits at j - mu.
+        # The displacement target is j - p (docs/model.md, "Clips and targets"): the action sits at j - mu.
         mu = np.asarray(displacement)[:, :, 1:][window_index, position_index, class_index]
         if not np.all(np.isfinite(mu)):
             raise AggregationError(

@@ -1,7 +1,7 @@
 """1-D Soft-NMS and hard NMS per class, turning per-position outputs into detections.
 
 ASTRA applies Soft-NMS (Bodla et al.) in the 1-D form of Soares et al. (paper
-Section 3.6; ASTRA_SPEC.md, "Inference and post-processing"). Per class, with
+Section 3.6; docs/model.md, "Inference and post-processing"). Per class, with
 ``h = window_seconds * frames_per_second / 2`` frames:
 
 1. take the highest remaining score ``s[i]``; stop when it is under the threshold;

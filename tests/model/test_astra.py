@@ -49,7 +49,7 @@ def _inputs(
 
 
 def test_paper_parameter_count_and_breakdown() -> None:
-    # Totals and breakdown: ASTRA_SPEC.md, "Model" (the authors' implementation).
+    # Totals and breakdown: docs/model.md, "Model" (the authors' implementation).
     with torch.device("meta"):
         model = build_model(ModelConfig(), ClipConfig())
     assert parameter_breakdown(model) == {

@@ -23,7 +23,7 @@ from astra.model.audio import (
     read_wav,
 )
 
-REFERENCE = 7430.77  # 0 dB of the authors' conversion (ASTRA_SPEC.md, Model)
+REFERENCE = 7430.77  # 0 dB of the authors' conversion (docs/model.md, Model)
 
 
 def test_log_mel_formula_on_known_values() -> None:
