@@ -1,0 +1,88 @@
+"""Per-position files: float16 on disk, float32 back, shapes checked, games found by path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astra import per_position
+from astra.classes import NUM_CLASSES
+from astra.per_position import FILENAME, PerPositionError, list_games, read_game, write_game
+
+GAME = "england_epl/2014-2015/2015-02-21 - 18-00 Chelsea 1 - 1 Burnley"
+
+
+def _halves(seed: int = 0) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {1: rng.random((37, NUM_CLASSES)), 2: rng.random((52, NUM_CLASSES))}
+
+
+def test_a_game_round_trips_within_float16_precision(tmp_path: Path) -> None:
+    halves = _halves()
+    path = write_game(tmp_path, GAME, halves)
+    assert path == tmp_path / GAME / FILENAME
+    with np.load(path) as archive:
+        assert sorted(archive.files) == ["half1", "half2"]
+        assert all(archive[name].dtype == np.float16 for name in archive.files)
+    back = read_game(tmp_path, GAME)
+    assert sorted(back) == [1, 2]
+    for half, array in halves.items():
+        assert back[half].dtype == np.float32
+        assert back[half].shape == array.shape
+        # float16 has an 11-bit significand: relative error at most 2**-11 on [0, 1).
+        np.testing.assert_allclose(back[half], array, rtol=2**-11, atol=2**-24)
+
+
+def test_rewriting_a_game_replaces_its_file(tmp_path: Path) -> None:
+    write_game(tmp_path, GAME, _halves(0))
+    write_game(tmp_path, GAME, _halves(1))
+    np.testing.assert_allclose(read_game(tmp_path, GAME)[1], _halves(1)[1], rtol=2**-11, atol=2**-24)
+
+
+@pytest.mark.parametrize("shape", [(10, NUM_CLASSES - 1), (10, NUM_CLASSES + 1), (10,)])
+def test_a_wrong_shape_is_refused_naming_the_file(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    halves = {1: np.zeros((10, NUM_CLASSES)), 2: np.zeros(shape)}
+    path = write_game(tmp_path, GAME, halves)
+    with pytest.raises(PerPositionError, match="half2") as error:
+        read_game(tmp_path, GAME)
+    assert str(path) in str(error.value)
+
+
+def test_a_missing_file_names_the_game(tmp_path: Path) -> None:
+    with pytest.raises(PerPositionError) as error:
+        read_game(tmp_path, GAME)
+    assert GAME in str(error.value)
+    assert isinstance(error.value, ValueError)  # callers that catch ValueError keep working
+
+
+def test_list_games_finds_nested_games_with_spaces_sorted(tmp_path: Path) -> None:
+    games = [
+        "spain_laliga/2016-2017/2017-04-08 - 21-45 Malaga 2 - 0 Barcelona",
+        GAME,
+        "italy_serie-a/2016-2017/2017-01-29 - 17-00 Sampdoria 3 - 2 AS Roma",
+    ]
+    for game in games:
+        write_game(tmp_path, game, _halves())
+    (tmp_path / "england_epl" / "not a game").mkdir()  # a folder without outputs is no game
+    assert list_games(tmp_path) == sorted(games)
+
+
+def test_writing_leaves_no_temporary_file(tmp_path: Path) -> None:
+    write_game(tmp_path, GAME, _halves())
+    assert [p.name for p in (tmp_path / GAME).iterdir()] == [FILENAME]
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_game(tmp_path, GAME, _halves(0))
+
+    def broken_savez(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(per_position.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        write_game(tmp_path, GAME, _halves(1))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / GAME).iterdir()] == [FILENAME]
+    np.testing.assert_allclose(read_game(tmp_path, GAME)[1], _halves(0)[1], rtol=2**-11, atol=2**-24)
