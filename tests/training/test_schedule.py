@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -35,7 +37,7 @@ def test_warm_up_rises_linearly_to_the_base_rate() -> None:
 def test_after_warm_up_the_rate_decays_monotonically_to_zero() -> None:
     rates = _rates(warmup_steps=10, total_steps=100)
     decay = rates[10:]
-    assert all(later <= earlier for earlier, later in zip(decay, decay[1:], strict=False))
+    assert all(later <= earlier for earlier, later in pairwise(decay))
     assert decay[-1] == pytest.approx(0.0, abs=1e-12)
     assert rates[-2] < BASE * 1e-3  # the last trained step is already near zero
     # Halfway through the decay, the cosine is at half the base rate.
@@ -45,7 +47,7 @@ def test_after_warm_up_the_rate_decays_monotonically_to_zero() -> None:
 def test_without_warm_up_the_first_step_is_at_the_base_rate() -> None:
     rates = _rates(warmup_steps=0, total_steps=50)
     assert rates[0] == pytest.approx(BASE)
-    assert all(later <= earlier for earlier, later in zip(rates, rates[1:], strict=False))
+    assert all(later <= earlier for earlier, later in pairwise(rates))
     assert rates[-1] == pytest.approx(0.0, abs=1e-12)
 
 
