@@ -1,16 +1,38 @@
-"""The Ray Train wrapper: two CPU workers with DDP run the same loop and resume by name."""
+"""The Ray Train wrapper: workers run the same loop, report each epoch and resume by name."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from astra.data.dataset import DataRoots
 
-pytestmark = pytest.mark.slow  # a Ray cluster start and two worker processes: minutes on 2 cores
+
+def test_one_worker_trains_reports_and_writes_the_last_checkpoint(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
+    ray = pytest.importorskip("ray")
+    from astra.training.ray_train import train_with_ray
+
+    config = tiny_config("model.use_audio=false", "train.epochs=1")
+    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
+    try:
+        result = train_with_ray(
+            config, DataRoots.single(tiny_dataset.root), tmp_path, num_workers=1, name="one"
+        )
+    finally:
+        ray.shutdown()
+    assert result.error is None
+    assert result.metrics["epoch"] == 1
+    assert math.isfinite(result.metrics["best_valid_tight_a_map"])
+    assert 0.0 <= result.metrics["best_valid_tight_a_map"] <= 1.0
+    assert result.checkpoint is not None
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
 
 
+@pytest.mark.slow  # a Ray cluster start and two worker processes: minutes on 2 cores
 def test_two_workers_train_report_epochs_and_resume_by_name(
     tiny_dataset, tiny_config, tmp_path: Path
 ) -> None:
