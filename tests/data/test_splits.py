@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,59 @@ def test_official_lists_have_the_published_sizes_and_do_not_overlap() -> None:
     assert all(game.count("/") == 2 and not game.endswith("/") for game in everything)
 
 
-def test_without_a_splits_file_the_official_lists_are_used(tmp_path: Path) -> None:
-    assert games_of_split("valid", tmp_path) == official_games("valid")
+def test_without_a_splits_file_the_official_lists_are_used_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / official_games("valid")[3]).mkdir(parents=True)
+    (tmp_path / official_games("test")[0]).mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="astra.data.splits"):
+        assert games_of_split("valid", tmp_path) == official_games("valid")
+        assert games_of_split("valid+test", tmp_path) == official_games("valid") + official_games("test")
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    assert f"no splits.json at {tmp_path}" in warnings[0] and "official" in warnings[0]
     assert games_of_split("test") == official_games("test")
+
+
+def test_a_folder_without_a_splits_file_or_official_games_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "my_league/2024/game 1").mkdir(parents=True)
+    with pytest.raises(SplitError) as error:
+        games_of_split("train", tmp_path)
+    message = str(error.value)
+    assert "none of the 300 official games of split 'train'" in message
+    assert str(tmp_path / SPLITS_FILENAME) in message
+
+
+def test_official_games_may_sit_under_another_root(tmp_path: Path) -> None:
+    labels, features = tmp_path / "labels", tmp_path / "features"
+    labels.mkdir()
+    (features / official_games("challenge")[0]).mkdir(parents=True)
+    with pytest.raises(SplitError, match="none of the 50 official games"):
+        games_of_split("challenge", labels)
+    assert games_of_split("challenge", labels, game_roots=[features]) == official_games("challenge")
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        (
+            {"train": ["a/b/c", "d/e/f"], "valid": ["d/e/f"]},
+            "'d/e/f' is listed in splits 'train' and 'valid'",
+        ),
+        (
+            {"train": ["a/b/c"], "test": ["x/y/z", "a/b/c/"]},
+            "'a/b/c/' is listed in splits 'train' and 'test'",
+        ),
+        ({"valid": ["a/b/c", "a/b/c"]}, "'a/b/c' is listed twice in split 'valid'"),
+        ({"train": ["a/b/c"], "Train": ["d/e/f"]}, "split 'train' is declared twice"),
+    ],
+)
+def test_a_game_in_two_splits_is_refused(tmp_path: Path, splits: dict[str, list[str]], message: str) -> None:
+    path = tmp_path / SPLITS_FILENAME
+    path.write_text(json.dumps(splits), encoding="utf-8")
+    with pytest.raises(SplitError) as error:
+        games_of_split("train", tmp_path)
+    assert message in str(error.value) and str(path) in str(error.value)
 
 
 def test_splits_join_with_plus_and_ignore_case(tmp_path: Path) -> None:
