@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from astra.classes import NUM_CLASSES, PAPER_SOFT_NMS_WINDOWS_SECONDS
+from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, FEATURES_PATTERN
 
 
 class ConfigError(ValueError):
@@ -35,17 +36,116 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The valid range of a numeric setting (of each item, for a list); None is unbounded.
+
+    ``min_length`` and ``max_length`` bound the length of a list setting.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+
+    def violation(self, value: float) -> str | None:
+        """Why ``value`` is outside the range (NaN and inf always are), or None when it is inside."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        for limit, holds, word in (
+            (self.ge, lambda v, x: v >= x, ">="),
+            (self.gt, lambda v, x: v > x, ">"),
+            (self.le, lambda v, x: v <= x, "<="),
+            (self.lt, lambda v, x: v < x, "<"),
+        ):
+            if limit is not None and not holds(value, limit):
+                return f"must be {word} {limit:g}"
+        return None
+
+    def describe(self) -> str:
+        """The range in words, for errors and ``--help``: ``">= 0 and < 1"``."""
+        parts = [
+            f"{word} {limit:g}"
+            for limit, word in ((self.ge, ">="), (self.gt, ">"), (self.le, "<="), (self.lt, "<"))
+            if limit is not None
+        ]
+        return " and ".join(parts) or "any finite number"
+
+
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+) -> Any:
+    """A dataclass field with ``default`` and the range its values must lie in (checked when built)."""
+    bounds = Bounds(ge, gt, le, lt, min_length, max_length)
+    return field(default=default, metadata={"bounds": bounds})
+
+
+def bounds_of(cls: type, name: str) -> Bounds | None:
+    """The range declared for field ``name`` of the config dataclass ``cls``, or None."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("bounds")
+    raise ConfigError(f"{cls.__name__} has no field {name!r}")
+
+
+def check_fields(instance: Any, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first field of ``instance`` outside its declared range.
+
+    Every float (and every float in a list) must be finite, bounded or not. ``prefix`` names
+    the section in the message (``"train."``).
+    """
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        bounds: Bounds = f.metadata.get("bounds") or Bounds()
+        key = f"{prefix}{f.name}"
+        items = value if isinstance(value, tuple) else None
+        if items is not None:
+            if bounds.min_length is not None and len(items) < bounds.min_length:
+                raise ConfigError(f"{key} must list at least {bounds.min_length} values, got {list(items)}")
+            if bounds.max_length is not None and len(items) > bounds.max_length:
+                raise ConfigError(f"{key} must list at most {bounds.max_length} values, got {list(items)}")
+        for index, item in enumerate(items if items is not None else (value,)):
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            problem = bounds.violation(item)
+            if problem:
+                where = f"{key}[{index}]" if items is not None else key
+                raise ConfigError(f"{where} {problem}, got {item!r}")
+
+
+def _checked_section(prefix: str) -> Any:
+    """Class decorator: a frozen dataclass whose fields are range-checked when it is built."""
+
+    def decorate(cls: type) -> type:
+        def __post_init__(self: Any) -> None:
+            check_fields(self, prefix)
+
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+        return dataclass(frozen=True)(cls)
+
+    return decorate
+
+
+@_checked_section("clips.")
 class ClipConfig:
     """How halves are cut into clips and how targets are encoded (spec: Clips and targets)."""
 
-    clip_seconds: int = 50  # T: 50-s clips, as the paper
-    outputs_per_second: int = 2  # L_out = 2T (M6 ablation: 1 per second)
-    class_radius_seconds: float = 2.0  # r_c of the paper (M0/M1: 3)
-    displacement_radius_seconds: float = 3.0  # r_d of the paper (M0/M1: 6)
-    train_stride_seconds: float = 25.0  # training windows overlap by half; an epoch takes one phase
-    inference_stride_seconds: float = 8.0  # sliding windows at inference, as the authors
-    audio_frames_per_second: int = 100  # mel frames per second in audioN.npy (data contract)
-    mel_bins: int = 128  # mel bands in audioN.npy (data contract)
+    clip_seconds: int = setting(50, ge=1)  # T: 50-s clips, as the paper
+    outputs_per_second: int = setting(2, ge=1)  # L_out = 2T (M6 ablation: 1 per second)
+    class_radius_seconds: float = setting(2.0, ge=0)  # r_c of the paper (M0/M1: 3)
+    displacement_radius_seconds: float = setting(3.0, ge=0)  # r_d of the paper (M0/M1: 6)
+    # Training windows overlap by half; an epoch takes one phase. Whole seconds that divide clip_seconds.
+    train_stride_seconds: int = setting(25, ge=1)
+    inference_stride_seconds: int = setting(8, ge=1)  # sliding windows at inference, as the authors
+    mel_bins: int = setting(128, ge=1)  # mel bands in audioN.npy (docs/data.md)
 
     @property
     def num_outputs(self) -> int:
@@ -53,24 +153,26 @@ class ClipConfig:
         return self.clip_seconds * self.outputs_per_second
 
 
-@dataclass(frozen=True)
+@_checked_section("data.")
 class DataConfig:
     """Where the features are and how they are named (data contract)."""
 
-    features_filename: str = "{half}_baidu_soccer_embeddings.npy"  # Baidu features, as the paper
-    audio_filename: str = "audio{half}.npy"  # mel power, 100 frames per second
+    features_filename: str = FEATURES_PATTERN  # Baidu features, as the paper; {half} is 1 or 2
+    audio_filename: str = AUDIO_PATTERN  # mel power, 100 frames per second
     train_split: str = "train"  # protocol P1; "train+valid+test" for P2
     valid_split: str = "valid"  # early stopping and model selection
     test_split: str = "test"  # P1 report
 
 
-@dataclass(frozen=True)
+@_checked_section("model.")
 class ModelConfig:
     """The ASTRA network (spec: Model)."""
 
-    visual_dims: tuple[int, ...] = (2048, 2048, 384, 2048, 2048)  # the 5 Baidu backbones, in file order
-    d_model: int = 512  # d of the paper
-    pffn_dropout: float = 0.4  # dropout in the per-embedding PFFNs
+    visual_dims: tuple[int, ...] = setting(
+        (2048, 2048, 384, 2048, 2048), ge=1, min_length=1
+    )  # the 5 Baidu backbones, in file order
+    d_model: int = setting(512, ge=1)  # d of the paper
+    pffn_dropout: float = setting(0.4, ge=0, lt=1)  # dropout in the per-embedding PFFNs
     # The authors' ReLUs inside each PFFN (after its first Linear) and after its last Linear. Each
     # passes one sign of what it sees: without them the PFFN is linear and the tokens keep every
     # direction of the features (the Transformer layers are nonlinear enough).
@@ -78,19 +180,19 @@ class ModelConfig:
     pffn_output_relu: bool = True
     # Seconds of context on each side joined to each second's embedding before its PFFN's first
     # Linear (a temporal convolution of width 2k + 1). 0: position-wise, as the paper.
-    pffn_context_seconds: int = 0
+    pffn_context_seconds: int = setting(0, ge=0)
     # Centre and whiten each visual embedding with statistics of the training split, fitted before
     # training and saved in checkpoints (astra.model.whitening). Off, as the paper.
     feature_whitening: bool = False
     # Gaussian noise of this standard deviation added to the visual features in training (after the
     # whitening, so in units of the whitened features' unit variance). 0 (off), as the paper.
-    feature_noise_std: float = 0.0
+    feature_noise_std: float = setting(0.0, ge=0)
     encoder: Literal["hierarchical", "vanilla"] = "hierarchical"  # M1 ablation: vanilla
-    encoder_layers: int = 3  # n_e; layer i attends within 2^(n_e - i) segments
-    decoder_layers: int = 3  # n_d
-    num_heads: int = 8  # attention heads in every layer
-    feedforward_multiplier: int = 4  # feed-forward width = 4 d
-    transformer_dropout: float = 0.1  # dropout inside the Transformer layers
+    encoder_layers: int = setting(3, ge=1)  # n_e; layer i attends within 2^(n_e - i) segments
+    decoder_layers: int = setting(3, ge=1)  # n_d
+    num_heads: int = setting(8, ge=1)  # attention heads in every layer
+    feedforward_multiplier: int = setting(4, ge=1)  # feed-forward width = 4 d
+    transformer_dropout: float = setting(0.1, ge=0, lt=1)  # dropout inside the Transformer layers
     # Pre-norm Transformer layers. The paper is post-norm (False). Small models need True: under Adam a
     # post-norm encoder's output tokens collapse onto one vector, cross-attention turns uniform and
     # nothing reaches the outputs (an oracle-easy task stays unlearnt after 300 steps).
@@ -100,101 +202,109 @@ class ModelConfig:
     # -slope * |t_query - t| added (ALiBi-style; no parameters). 0 is off, as the paper. A small model
     # trained for minutes does not learn from scratch which query answers for which second: without it
     # its cross-attention stays uniform and every output sees the whole clip (see configs/small.yaml).
-    decoder_locality_bias: float = 0.0
+    decoder_locality_bias: float = setting(0.0, ge=0)
     # The same penalty on the encoder's self-attention, -slope * |t_i - t_j| between tokens (within each
     # segment of the hierarchical encoder). 0 is off, as the paper. Without it the encoder has no notion
     # of distance but the learnable temporal encodings, and a small model mixes each second with its
     # whole segment before it learns which neighbours matter.
-    encoder_locality_bias: float = 0.0
+    encoder_locality_bias: float = setting(0.0, ge=0)
     # Per-head slopes of both penalties, as ALiBi: head h (0-based) gets slope * ratio**h. 1 gives every
     # head the same slope; 0.25 with 2 heads gives one head a local view and one a 4x wider one.
-    locality_bias_head_ratio: float = 1.0
-    head_dropout: float = 0.4  # dropout in the classification and displacement heads
+    locality_bias_head_ratio: float = setting(1.0, gt=0)
+    head_dropout: float = setting(0.4, ge=0, lt=1)  # dropout in the classification and displacement heads
     use_audio: bool = True  # M9 ablation: the audio branch
     # The VGGish conv stack; empty for a band-level front end (the pooled patch straight into the
     # fully-connected layers: configs/small.yaml, docs/audio.md).
-    audio_conv_channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512)
-    audio_hidden_dims: tuple[int, ...] = (4096, 4096)  # VGGish fully-connected layers
-    audio_patch_frames: int = 96  # 0.96-s VGGish patches
+    audio_conv_channels: tuple[int, ...] = setting((64, 128, 256, 256, 512, 512), ge=1)
+    audio_hidden_dims: tuple[int, ...] = setting((4096, 4096), ge=1)  # VGGish fully-connected layers
+    audio_patch_frames: int = setting(96, ge=1)  # 0.96-s VGGish patches
     # Average-pool each log-mel patch by (frames, mel bins) before the audio backbone (the CNN or the
     # band-level front end): (2, 4) turns [96, 128] into [48, 32], 8x fewer pixels for every
     # convolution. (1, 1) is off, as the paper.
-    audio_input_pool: tuple[int, ...] = (1, 1)
+    audio_input_pool: tuple[int, ...] = setting((1, 1), ge=1, min_length=2, max_length=2)
     # Standardise each mel band over the clip (after the pool): minus its mean over the clip's frames,
     # divided by sqrt(variance + 1 dB^2), as cepstral mean and variance normalisation in speech. The
     # level of a band becomes its departure from the clip's own level. False is off, as the paper.
     audio_clip_norm: bool = False
     # Gaussian noise added in training to what the audio backbone reads (after the pool and the clip
     # norm; in clip-normalised units with audio_clip_norm, else in dB), as feature_noise_std. 0 is off.
-    audio_noise_std: float = 0.0
+    audio_noise_std: float = setting(0.0, ge=0)
     vggish_weights: str = (
         ""  # AudioSet VGGish state dict (PyTorch port) for the audio CNN; "" trains it from scratch
     )
     displacement_head: Literal["uncertainty", "plain"] = "uncertainty"  # M8 ablation: plain (MSE)
-    temporal_dropout_p: float = 0.5  # p_td: replace a whole time step by a learnt vector (M5)
-    temporal_switch_p: float = 0.3  # p_ts: swap adjacent steps (M5)
-    num_classes: int = NUM_CLASSES  # SoccerNet-v2 classes; background is channel 0
+    temporal_dropout_p: float = setting(
+        0.5, ge=0, le=1
+    )  # p_td: replace a whole time step by a learnt vector (M5)
+    temporal_switch_p: float = setting(0.3, ge=0, le=1)  # p_ts: swap adjacent steps (M5)
 
 
-@dataclass(frozen=True)
+@_checked_section("augment.")
 class AugmentConfig:
     """Mixup (spec: Balanced mixup)."""
 
     mixup: Literal["balanced", "plain", "none"] = "balanced"  # M3: plain, M4: balanced
-    mixup_alpha: float = 1.0  # alpha_m of Beta(alpha_m, beta_m)
-    mixup_beta: float = 0.6  # beta_m
-    queue_size: int = 2  # clips kept per class in the balanced queue
+    mixup_alpha: float = setting(1.0, gt=0)  # alpha_m of Beta(alpha_m, beta_m)
+    mixup_beta: float = setting(0.6, gt=0)  # beta_m
+    queue_size: int = setting(2, ge=1)  # clips kept per class in the balanced queue
 
 
-@dataclass(frozen=True)
+@_checked_section("loss.")
 class LossConfig:
     """Training objective (spec: Loss)."""
 
     classification: Literal["focal", "bce"] = "focal"  # M7 ablation: focal
-    focal_gamma: float = 1.0  # modulating exponent
-    epsilon: float = 7e-5  # inside the logs, as the authors
-    classification_weight: float = 100.0  # w_c
-    displacement_weight: float = 1.0  # w_d
-    uncertainty_alpha: float = 0.3  # alpha_L: weight of the squared error against the log-variance
+    focal_gamma: float = setting(1.0, ge=0)  # modulating exponent
+    epsilon: float = setting(7e-5, gt=0, lt=0.5)  # inside the logs, as the authors
+    classification_weight: float = setting(100.0, ge=0)  # w_c
+    displacement_weight: float = setting(1.0, ge=0)  # w_d
+    uncertainty_alpha: float = setting(
+        0.3, ge=0, le=1
+    )  # alpha_L: weight of the squared error against the log-variance
 
 
-@dataclass(frozen=True)
+@_checked_section("train.")
 class TrainConfig:
     """Optimisation (spec: Training)."""
 
-    batch_size: int = 8  # per step, all workers together
-    base_learning_rate: float = 5e-5  # scaled by sqrt(batch_size / 8)
-    weight_decay: float = 1e-5  # Adam's L2 term, as the authors
-    epochs: int = 50  # upper bound; early stopping usually ends sooner
-    warmup_epochs: int = 3  # linear warm-up, then cosine decay
-    patience_epochs: int = 15  # early stopping on the validation tight Average-mAP
+    batch_size: int = setting(8, ge=1)  # per step, all workers together
+    base_learning_rate: float = setting(5e-5, gt=0)  # scaled by sqrt(batch_size / 8)
+    weight_decay: float = setting(1e-5, ge=0)  # Adam's L2 term, as the authors
+    epochs: int = setting(50, ge=1)  # upper bound; early stopping usually ends sooner
+    warmup_epochs: int = setting(3, ge=0)  # linear warm-up, then cosine decay
+    patience_epochs: int = setting(15, ge=1)  # early stopping on the validation tight Average-mAP
     # Validate after every k-th epoch (and the last): validation can cost as much as an epoch of
     # training. Patience still counts epochs; the best checkpoint is chosen among validated ones.
-    validate_every_epochs: int = 1
+    validate_every_epochs: int = setting(1, ge=1)
     # Exponential moving average of the weights, updated after every step with this decay (0.999:
     # about the last 1,000 steps). Update n uses min(decay, (1 + n) / (10 + n)) (TensorFlow's
     # num_updates rule): the set decay rules from n = (10 decay - 1) / (1 - decay) on (1,790 updates
     # at 0.995, 8,990 at 0.999), a lower one before. Validation, best.pt and so predictions use the
     # average. 0: off, as the paper.
-    ema_decay: float = 0.0
+    ema_decay: float = setting(0.0, ge=0, lt=1)
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where the GPU has it
-    clips_per_epoch: int = 0  # 0: every clip of one phase; >0 caps an epoch (small runs)
-    loader_workers: int = 2  # data-loading processes per training worker
-    seed: int = 0  # one seed fixes data order, initialisation and augmentation
+    clips_per_epoch: int = setting(0, ge=0)  # 0: every clip of one phase; >0 caps an epoch (small runs)
+    loader_workers: int = setting(2, ge=0)  # data-loading processes per training worker
+    seed: int = setting(0, ge=0)  # one seed fixes data order, initialisation and augmentation
 
     @property
     def learning_rate(self) -> float:
         return self.base_learning_rate * math.sqrt(self.batch_size / 8)
 
 
-@dataclass(frozen=True)
+@_checked_section("inference.")
 class InferenceConfig:
     """From window outputs to detections (spec: Inference and post-processing)."""
 
-    score_threshold: float = 0.01  # window outputs below it are not aggregated
+    score_threshold: float = setting(0.01, ge=0, lt=1)  # window outputs below it are not aggregated
     nms: Literal["soft", "hard"] = "soft"  # 1-D Soft-NMS with pow2 decay, as the authors
-    nms_windows_seconds: tuple[float, ...] = tuple(float(w) for w in PAPER_SOFT_NMS_WINDOWS_SECONDS)
-    nms_threshold: float = 0.01  # detections under it are dropped
+    nms_windows_seconds: tuple[float, ...] = setting(
+        tuple(float(w) for w in PAPER_SOFT_NMS_WINDOWS_SECONDS),
+        gt=0,
+        min_length=NUM_CLASSES,
+        max_length=NUM_CLASSES,
+    )
+    nms_threshold: float = setting(0.01, gt=0, lt=1)  # detections under it are dropped
 
 
 @dataclass(frozen=True)
@@ -219,18 +329,37 @@ def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = ())
     tree: dict[str, Any] = {}
     for path in paths:
         _merge(tree, _read_yaml_with_bases(Path(path), seen=()))
-    for override in overrides:
-        key, separator, text = override.partition("=")
-        if not separator or "." not in key:
-            raise ConfigError(f"override {override!r} is not of the form section.key=value")
-        section, _, name = key.strip().partition(".")
-        _merge(tree, {section: {name: yaml.safe_load(text)}})
+    for key, value in parse_overrides(overrides).items():
+        section, _, name = key.partition(".")
+        _merge(tree, {section: {name: value}})
     return config_from_dict(tree)
 
 
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["train.epochs=3", ...]`` -> ``{"train.epochs": 3, ...}``, each value read as YAML."""
+    updates: dict[str, Any] = {}
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        key = key.strip()
+        section, _, name = key.partition(".")
+        if not separator or not section or not name:
+            raise ConfigError(f"override {override!r} is not of the form section.key=value")
+        try:
+            updates[key] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {override!r}: the value is not valid YAML ({error})") from None
+    return updates
+
+
 def config_from_dict(tree: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
-    """Build and check an :class:`ExperimentConfig` from a nested mapping of overrides."""
-    return _build(ExperimentConfig, tree, source)
+    """Build and check an :class:`ExperimentConfig` from a nested mapping of overrides.
+
+    Checks the keys, the types, every field's range and the relations between fields
+    (:func:`check_relations`); a :class:`ConfigError` names the key.
+    """
+    config = _build(ExperimentConfig, tree, source)
+    check_relations(config)
+    return config
 
 
 def replace(config: ExperimentConfig, updates: Mapping[str, Any]) -> ExperimentConfig:
@@ -238,8 +367,91 @@ def replace(config: ExperimentConfig, updates: Mapping[str, Any]) -> ExperimentC
     tree = config.to_dict()
     for key, value in updates.items():
         section, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"{key!r} is not a dotted path section.key")
         _merge(tree, {section: {name: value}})
     return config_from_dict(tree, source="updates")
+
+
+def field_bounds(path: str) -> tuple[Any, Bounds]:
+    """The type hint and the declared range of the setting at dotted ``path`` (``"train.epochs"``).
+
+    Raises :class:`ConfigError` for a path that names no setting.
+    """
+    section, _, name = path.partition(".")
+    sections = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    if section not in sections:
+        raise ConfigError(f"unknown section {section} in {path!r}; known: {', '.join(sorted(sections))}")
+    cls = typing.get_type_hints(ExperimentConfig)[section]
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ConfigError(f"unknown key {path}; known: {', '.join(sorted(hints))}")
+    return hints[name], bounds_of(cls, name) or Bounds()
+
+
+def check_relations(config: ExperimentConfig) -> None:
+    """Refuse, naming the keys, settings that are each in range but cannot work together."""
+    model, clips = config.model, config.clips
+    check_model_relations(model, clips)
+    if clips.clip_seconds % clips.train_stride_seconds:
+        raise ConfigError(
+            f"clips.clip_seconds ({clips.clip_seconds}) must be a multiple of clips.train_stride_seconds "
+            f"({clips.train_stride_seconds}): the training windows of an epoch are one phase of that grid"
+        )
+    window = (clips.displacement_radius_seconds - clips.class_radius_seconds) * clips.outputs_per_second
+    if window < 0 or abs(window - round(window)) > 1e-9:
+        raise ConfigError(
+            "clips.displacement_radius_seconds - clips.class_radius_seconds, times clips.outputs_per_second, "
+            f"must be a whole number of positions >= 0 (the displacement loss's weighting window), got "
+            f"({clips.displacement_radius_seconds} - {clips.class_radius_seconds}) * "
+            f"{clips.outputs_per_second} = {window:g}"
+        )
+
+
+def check_model_relations(model: ModelConfig, clips: ClipConfig) -> None:
+    """The relations :func:`check_relations` checks that the network's shapes depend on."""
+    if model.d_model % model.num_heads:
+        raise ConfigError(
+            f"model.d_model ({model.d_model}) must be a multiple of model.num_heads ({model.num_heads})"
+        )
+    if model.use_audio:
+        _check_audio_relations(model, clips)
+
+
+def _check_audio_relations(model: ModelConfig, clips: ClipConfig) -> None:
+    clip_frames = clips.clip_seconds * AUDIO_FRAMES_PER_SECOND
+    if clip_frames < model.audio_patch_frames:
+        raise ConfigError(
+            f"a clip of clips.clip_seconds={clips.clip_seconds} s holds no audio patch of "
+            f"model.audio_patch_frames={model.audio_patch_frames} frames "
+            f"({AUDIO_FRAMES_PER_SECOND} per second)"
+        )
+    frames, bins = model.audio_input_pool
+    if model.audio_patch_frames % frames or clips.mel_bins % bins:
+        raise ConfigError(
+            f"model.audio_input_pool {list(model.audio_input_pool)} (frames, mel bins) must divide the audio "
+            f"patch of model.audio_patch_frames={model.audio_patch_frames} frames x clips.mel_bins="
+            f"{clips.mel_bins} mel bins"
+        )
+    if model.audio_conv_channels:
+        if len(model.audio_conv_channels) != len(VGGISH_POOL_AFTER):
+            raise ConfigError(
+                f"model.audio_conv_channels must list {len(VGGISH_POOL_AFTER)} convolutions "
+                f"(VGGish blocks of 1, 1, 2 and 2) or none (a band-level front end), "
+                f"got {list(model.audio_conv_channels)}"
+            )
+        pools = 2 ** sum(VGGISH_POOL_AFTER)
+        if model.audio_patch_frames // frames < pools or clips.mel_bins // bins < pools:
+            raise ConfigError(
+                f"audio patches of {model.audio_patch_frames // frames} frames x "
+                f"{clips.mel_bins // bins} mel bins (model.audio_patch_frames, clips.mel_bins over "
+                f"model.audio_input_pool) are too small for the VGGish CNN's {sum(VGGISH_POOL_AFTER)} "
+                f"max-pools ({pools} x {pools} at least)"
+            )
+
+
+# True where a 2x2 max-pool closes a VGGish block: conv, pool, conv, pool, conv, conv, pool, conv, conv, pool.
+VGGISH_POOL_AFTER: tuple[bool, ...] = (True, True, False, True, False, True)
 
 
 def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -259,7 +471,9 @@ def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if base is not None:
         _merge(tree, _read_yaml_with_bases(path.parent / str(base), (*seen, path)))
     try:
-        config_from_dict(document)  # check this file on its own, to name it in errors
+        # This file's keys, types and ranges on their own, to name it in errors; relations between
+        # fields are checked once every file and override is in.
+        _build(ExperimentConfig, document, "config")
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     _merge(tree, document)

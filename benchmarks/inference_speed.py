@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from astra.classes import NUM_CLASSES
 from astra.config import load_config
 from astra.data.clips import inference_window_starts
 from astra.data.dataset import Half
@@ -82,10 +83,7 @@ def main() -> None:
         # The aggregation runs inside predict_half; time it again alone on the same window outputs.
         from astra.postprocess.aggregation import aggregate_windows
 
-        scores = (
-            rng.random((windows, config.clips.num_outputs, config.model.num_classes + 1), dtype=np.float32)
-            ** 20
-        )
+        scores = rng.random((windows, config.clips.num_outputs, NUM_CLASSES + 1), dtype=np.float32) ** 20
         displacement = rng.normal(0, 2, scores.shape).astype(np.float32)
         starts = inference_window_starts(
             seconds, config.clips.clip_seconds, int(config.clips.inference_stride_seconds)

@@ -36,6 +36,7 @@ import time
 import numpy as np
 import torch
 
+from astra.classes import NUM_CLASSES
 from astra.config import ConfigError, load_config
 from astra.losses import total_loss
 from astra.model import build_model
@@ -120,7 +121,7 @@ def main() -> None:
         if args.audio
         else None
     )
-    classification = torch.zeros(batch, config.clips.num_outputs, config.model.num_classes + 1, device=device)
+    classification = torch.zeros(batch, config.clips.num_outputs, NUM_CLASSES + 1, device=device)
     classification[..., 0] = 1
     classification[:, 40:50, 0], classification[:, 40:50, 9] = 0, 1
     displacement = torch.full_like(classification, float("nan"))

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from astra.config import ConfigError, ExperimentConfig, config_from_dict, load_config, replace
+from astra.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    field_bounds,
+    load_config,
+    parse_overrides,
+    replace,
+)
 
 
 def test_defaults_are_the_paper_preset() -> None:
@@ -83,3 +91,85 @@ def test_off_means_the_choice_named_off(tmp_path: Path) -> None:
     # Where no choice is spelt so, a boolean is still named as the mistake it is.
     with pytest.raises(ConfigError, match=r"augment\.mixup: True is not one of"):
         load_config(overrides=["augment.mixup=yes"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=0", r"train\.epochs must be >= 1, got 0"),
+        ("train.warmup_epochs=-2", r"train\.warmup_epochs must be >= 0, got -2"),
+        ("train.batch_size=0", r"train\.batch_size must be >= 1, got 0"),
+        ("model.num_heads=0", r"model\.num_heads must be >= 1, got 0"),
+        ("clips.class_radius_seconds=.nan", r"clips\.class_radius_seconds must be a finite number"),
+        ("train.base_learning_rate=-1e-3", r"train\.base_learning_rate must be > 0"),
+        ("model.pffn_dropout=1.5", r"model\.pffn_dropout must be < 1, got 1\.5"),
+        ("model.visual_dims=[64, 0]", r"model\.visual_dims\[1\] must be >= 1, got 0"),
+        ("inference.nms_windows_seconds=[5, 7]", r"inference\.nms_windows_seconds must list at least 17"),
+        ("loss.uncertainty_alpha=.inf", r"loss\.uncertainty_alpha must be a finite number"),
+    ],
+)
+def test_values_out_of_range_are_refused_with_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.d_model=60", "model.num_heads=8"],
+            r"model\.d_model \(60\) must be a multiple of model\.num_heads",
+        ),
+        (
+            ["clips.train_stride_seconds=7"],
+            r"clips\.clip_seconds \(50\) must be a multiple of clips\.train_stride",
+        ),
+        (["clips.class_radius_seconds=1.25"], r"whole number of positions"),
+        (["clips.class_radius_seconds=4"], r"whole number of positions >= 0"),
+        (["model.audio_input_pool=[5, 4]"], r"model\.audio_input_pool \[5, 4\] .* must divide"),
+        (["model.audio_conv_channels=[8, 8]"], r"model\.audio_conv_channels must list 6"),
+        (
+            ["clips.clip_seconds=1", "clips.train_stride_seconds=1", "model.audio_patch_frames=192"],
+            "holds no audio patch",
+        ),
+    ],
+)
+def test_settings_that_cannot_work_together_are_refused(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+
+
+def test_a_file_may_hold_half_of_a_relation_that_the_next_file_completes(tmp_path: Path) -> None:
+    # Relations are checked once all files are in, not file by file.
+    (tmp_path / "heads.yaml").write_text("model:\n  num_heads: 6\n")
+    (tmp_path / "width.yaml").write_text("model:\n  d_model: 96\n")
+    config = load_config([tmp_path / "heads.yaml", tmp_path / "width.yaml"])
+    assert (config.model.num_heads, config.model.d_model) == (6, 96)
+    with pytest.raises(ConfigError, match=r"multiple of model\.num_heads"):
+        load_config([tmp_path / "heads.yaml"])
+
+
+def test_replace_refuses_out_of_range_updates_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"augment\.mixup_beta must be > 0"):
+        replace(ExperimentConfig(), {"augment.mixup_beta": 0.0})
+
+
+def test_field_bounds_name_the_type_and_range_of_a_dotted_path() -> None:
+    hint, bounds = field_bounds("model.pffn_dropout")
+    assert hint is float and bounds.describe() == ">= 0 and < 1"
+    hint, bounds = field_bounds("train.epochs")
+    assert hint is int and bounds.violation(0) and not bounds.violation(1)
+    with pytest.raises(ConfigError, match=r"unknown key train\.epoch;"):
+        field_bounds("train.epoch")
+    with pytest.raises(ConfigError, match="unknown section trian"):
+        field_bounds("trian.epochs")
+
+
+def test_overrides_parse_as_yaml_values() -> None:
+    assert parse_overrides(["train.epochs=3", "model.visual_dims=[8, 8]", "inference.nms=soft"]) == {
+        "train.epochs": 3,
+        "model.visual_dims": [8, 8],
+        "inference.nms": "soft",
+    }
+    with pytest.raises(ConfigError, match="not of the form"):
+        parse_overrides(["train="])

@@ -27,12 +27,8 @@ import numpy as np
 from astra.classes import CLASSES
 from astra.data.labels import LABELS_FILENAME, Annotations, LabelsError, game_time, read_labels
 from astra.data.splits import games_of_split
+from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, FEATURES_PATTERN, HALVES, NUM_MELS
 
-FEATURES_PATTERN = "{half}_baidu_soccer_embeddings.npy"
-AUDIO_PATTERN = "audio{half}.npy"
-AUDIO_FRAMES_PER_SECOND = 100
-NUM_MELS = 128
-HALVES: tuple[int, int] = (1, 2)
 # Storage types accepted for features and audio; slices are handed out as float32.
 STORED_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float16))
 

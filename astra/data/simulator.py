@@ -36,15 +36,11 @@ import numpy as np
 from astra.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, PAPER_CLASS_COUNTS
 from astra.data.labels import LABELS_FILENAME, game_time
 from astra.data.splits import OFFICIAL_SPLITS, SPLITS_FILENAME
+from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, AUDIO_REFERENCE_POWER, FEATURES_PATTERN
+from astra.layout import NUM_MELS as MEL_BINS
 
-FEATURES_FILENAME = "{half}_baidu_soccer_embeddings.npy"
-AUDIO_FILENAME = "audio{half}.npy"
 # Challenge labels are hidden in reality; we keep them apart so that submissions can be scored locally.
 CHALLENGE_LABELS_DIRNAME = "challenge_labels"
-AUDIO_FRAMES_PER_SECOND = 100
-MEL_BINS = 128
-# 0 dB of the model's audio preprocessing (docs/model.md, Model); our loudest sounds sit near it.
-AUDIO_REFERENCE_POWER = 7430.77
 # Rows (seconds) rendered per step: bounded memory at SoccerNet scale. A constant, not a knob,
 # because the random stream depends on it and the same seed must give the same bytes.
 CHUNK_SECONDS = 120
@@ -894,11 +890,11 @@ def _write_game(out_dir: Path, game: _GamePlan, bank: _SignatureBank, config: Si
     game_offset = (offset_rng.standard_normal(config.feature_dim) * _GAME_OFFSET_STD).astype(np.float32)
     for half in game.halves:
         rng = np.random.default_rng([config.seed, 5, game.index, half.number])
-        path = game_dir / FEATURES_FILENAME.format(half=half.number)
+        path = game_dir / FEATURES_PATTERN.format(half=half.number)
         written += _write_features(path, half, bank, game_offset, rng, config)
         if config.write_audio:
             rng = np.random.default_rng([config.seed, 8, game.index, half.number])
-            written += _write_audio(game_dir / AUDIO_FILENAME.format(half=half.number), half, rng)
+            written += _write_audio(game_dir / AUDIO_PATTERN.format(half=half.number), half, rng)
     return written
 
 

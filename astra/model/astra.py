@@ -33,7 +33,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from astra.config import ClipConfig, ModelConfig
+from astra.classes import NUM_CLASSES
+from astra.config import ClipConfig, ModelConfig, check_model_relations
+from astra.layout import AUDIO_FRAMES_PER_SECOND
 from astra.model.audio import VGGishBackbone, audio_patch_count, load_vggish_weights, log_mel_db
 from astra.model.dropout import use_fast_dropout
 from astra.model.encoder import (
@@ -58,19 +60,15 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
     ``load_pretrained=False`` skips reading weight files (a model built on the
     meta device only to count parameters, or one about to load a checkpoint).
     """
-    _check(model, clips)
+    check_model_relations(model, clips)  # ranges are checked when the configs are built
     d_model = model.d_model
     num_visual = len(model.visual_dims)
     num_audio_tokens = (
-        audio_patch_count(clips.clip_seconds, clips.audio_frames_per_second, model.audio_patch_frames)
+        audio_patch_count(clips.clip_seconds, AUDIO_FRAMES_PER_SECOND, model.audio_patch_frames)
         if model.use_audio
         else 0
     )
-    if model.use_audio and num_audio_tokens < 1:
-        raise ValueError(
-            f"a clip of {clips.clip_seconds} s holds no audio patch of {model.audio_patch_frames} frames"
-        )
-    num_outputs = model.num_classes + 1  # channel 0 is background
+    num_outputs = NUM_CLASSES + 1  # channel 0 is background
     decoder_layer = nn.TransformerDecoderLayer(
         d_model,
         model.num_heads,
@@ -83,7 +81,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
     network = AstraModel(
         visual_dims=model.visual_dims,
         clip_seconds=clips.clip_seconds,
-        audio_frames_per_second=clips.audio_frames_per_second,
+        audio_frames_per_second=AUDIO_FRAMES_PER_SECOND,
         mel_bins=clips.mel_bins,
         audio_patch_frames=model.audio_patch_frames,
         audio_input_pool=tuple(model.audio_input_pool),
@@ -135,7 +133,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
                 clips.clip_seconds,
                 num_visual,
                 num_audio_tokens,
-                model.audio_patch_frames / clips.audio_frames_per_second,
+                model.audio_patch_frames / AUDIO_FRAMES_PER_SECOND,
             ),
             locality_slope=model.encoder_locality_bias,
             head_ratio=model.locality_bias_head_ratio,
@@ -156,7 +154,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
                 clips.clip_seconds,
                 len(model.visual_dims),
                 num_audio_tokens,
-                model.audio_patch_frames / clips.audio_frames_per_second,
+                model.audio_patch_frames / AUDIO_FRAMES_PER_SECOND,
                 head_slopes(model.decoder_locality_bias, model.locality_bias_head_ratio, model.num_heads),
             )
             if model.decoder_locality_bias > 0
@@ -455,33 +453,3 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
         group = ".".join(parts[:2]) if parts[0] == "audio_backbone" else parts[0]
         counts[group] = counts.get(group, 0) + parameters[name].numel()
     return counts
-
-
-def _check(model: ModelConfig, clips: ClipConfig) -> None:
-    if not model.visual_dims or min(model.visual_dims) < 1:
-        raise ValueError(f"model.visual_dims must list positive sizes, got {list(model.visual_dims)}")
-    if model.d_model % model.num_heads:
-        raise ValueError(
-            f"model.d_model ({model.d_model}) must be a multiple of model.num_heads ({model.num_heads})"
-        )
-    if model.encoder_layers < 1 or model.decoder_layers < 1:
-        raise ValueError("model.encoder_layers and model.decoder_layers must be >= 1")
-    if not model.locality_bias_head_ratio > 0:
-        raise ValueError(f"model.locality_bias_head_ratio must be > 0, got {model.locality_bias_head_ratio}")
-    for key in (
-        "decoder_locality_bias",
-        "encoder_locality_bias",
-        "feature_noise_std",
-        "audio_noise_std",
-        "pffn_context_seconds",
-    ):
-        if getattr(model, key) < 0:
-            raise ValueError(f"model.{key} must be >= 0 (0 is off), got {getattr(model, key)}")
-    pool = tuple(model.audio_input_pool)
-    if len(pool) != 2 or min(pool) < 1 or model.audio_patch_frames % pool[0] or clips.mel_bins % pool[1]:
-        raise ValueError(
-            f"model.audio_input_pool must be two factors >= 1 (frames, mel bins) that divide the "
-            f"audio patch of {model.audio_patch_frames} frames x {clips.mel_bins} mel bins, got {list(pool)}"
-        )
-    if clips.clip_seconds < 1 or clips.num_outputs < 1:
-        raise ValueError(f"clips must last >= 1 s with >= 1 output, got {clips.clip_seconds} s")

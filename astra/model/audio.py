@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from astra.config import VGGISH_POOL_AFTER
+from astra.layout import AUDIO_REFERENCE_POWER
+
 log = logging.getLogger(__name__)
 
-# The reference level of the authors' decibel conversion (the largest mel power they saw).
-MEL_POWER_REFERENCE = 7430.77
 MEL_POWER_FLOOR = 1e-10
 DYNAMIC_RANGE_DB = 80.0
 
@@ -77,7 +78,7 @@ def power_to_db(mel_power: torch.Tensor) -> torch.Tensor:
     on one new tensor: the same operations, in the same order, as the formula.
     """
     db = mel_power.clamp_min(MEL_POWER_FLOOR)
-    return db.log10_().sub_(math.log10(MEL_POWER_REFERENCE)).mul_(10.0)
+    return db.log10_().sub_(math.log10(AUDIO_REFERENCE_POWER)).mul_(10.0)
 
 
 def clamp_dynamic_range(db: torch.Tensor) -> torch.Tensor:
@@ -115,14 +116,14 @@ class VGGishBackbone(nn.Module):
         output_dim: int,
     ) -> None:
         super().__init__()
-        if conv_channels and len(conv_channels) != len(_VGGISH_POOL_AFTER):
+        if conv_channels and len(conv_channels) != len(VGGISH_POOL_AFTER):
             raise ValueError(
-                f"audio_conv_channels must list {len(_VGGISH_POOL_AFTER)} convolutions "
+                f"audio_conv_channels must list {len(VGGISH_POOL_AFTER)} convolutions "
                 f"(VGGish blocks of 1, 1, 2, 2) or none, got {list(conv_channels)}"
             )
         layers: list[nn.Module] = []
         in_channels, height, width = 1, patch_frames, mel_bins
-        pools = _VGGISH_POOL_AFTER if conv_channels else ()
+        pools = VGGISH_POOL_AFTER if conv_channels else ()
         for out_channels, pool in zip(conv_channels, pools, strict=True):
             layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             if pool:
@@ -150,10 +151,6 @@ class VGGishBackbone(nn.Module):
         # Channel-major flatten: the first fully-connected layer is never pretrained,
         # so the port's channel-last order need not be kept.
         return self.embeddings(x.flatten(1))
-
-
-# True where a max-pool closes the block (VGGish: conv, pool, conv, pool, conv, conv, pool, conv, conv, pool).
-_VGGISH_POOL_AFTER = (True, True, False, True, False, True)
 
 
 @dataclass(frozen=True)

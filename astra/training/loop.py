@@ -131,7 +131,7 @@ def fit(
     )
     ema = _weight_average(core, config.train.ema_decay)
     mixup_generator = torch.Generator(device="cpu").manual_seed(config.train.seed * 1000 + rank)
-    mixup = build_mixup(config.augment, config.model.num_classes, generator=mixup_generator)
+    mixup = build_mixup(config.augment, NUM_CLASSES, generator=mixup_generator)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     state = _TrainingState()

@@ -16,7 +16,7 @@ from astra.augment.mixup import (
     build_mixup,
     mix_displacement_targets,
 )
-from astra.config import AugmentConfig
+from astra.config import AugmentConfig, ConfigError
 
 NUM_CLASSES = 3  # queues 0 (background) .. 3
 NUM_SECONDS = 4
@@ -383,5 +383,5 @@ def test_build_mixup_follows_the_config() -> None:
     )
     with pytest.raises(MixupError, match="mixup"):
         build_mixup(AugmentConfig(mixup="cutmix"), num_classes=NUM_CLASSES, generator=generator)  # type: ignore[arg-type]
-    with pytest.raises(MixupError, match="mixup_alpha"):
-        build_mixup(AugmentConfig(mixup_alpha=0.0), num_classes=NUM_CLASSES, generator=generator)
+    with pytest.raises(ConfigError, match=r"augment\.mixup_alpha must be > 0"):
+        AugmentConfig(mixup_alpha=0.0)  # refused where the config is built

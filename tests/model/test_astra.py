@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from astra.classes import NUM_CLASSES
 from astra.config import ClipConfig, ModelConfig
+from astra.layout import AUDIO_FRAMES_PER_SECOND
 from astra.model import build_model, parameter_breakdown
 from astra.model.astra import clip_band_norm
 from astra.model.audio import log_mel_db
@@ -43,7 +45,7 @@ def _inputs(
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(batch, clips.clip_seconds, sum(model.visual_dims), generator=generator)
     audio = torch.rand(
-        batch, clips.mel_bins, clips.clip_seconds * clips.audio_frames_per_second, generator=generator
+        batch, clips.mel_bins, clips.clip_seconds * AUDIO_FRAMES_PER_SECOND, generator=generator
     )
     return features, audio * 100.0
 
@@ -88,7 +90,7 @@ def test_output_shapes_for_every_switch(
     model = build_model(config, clips)
     features, audio = _inputs(3, config, clips)
     outputs = model(features, audio if use_audio else None)
-    shape = (3, clips.clip_seconds * outputs_per_second, config.num_classes + 1)
+    shape = (3, clips.clip_seconds * outputs_per_second, NUM_CLASSES + 1)
     expected_keys = {"class_scores", "displacement"} | ({"log_variance"} if head == "uncertainty" else set())
     assert set(outputs) == expected_keys
     assert all(tuple(value.shape) == shape for value in outputs.values())
@@ -157,7 +159,7 @@ def test_bad_configs_are_rejected() -> None:
     with pytest.raises(ValueError, match="audio_conv_channels"):
         build_model(dataclasses.replace(TINY_MODEL, audio_conv_channels=(4, 4)), TINY_CLIPS)
     with pytest.raises(ValueError, match="no audio patch"):
-        build_model(TINY_MODEL, ClipConfig(clip_seconds=8, audio_frames_per_second=10))
+        build_model(dataclasses.replace(TINY_MODEL, audio_patch_frames=1000), ClipConfig(clip_seconds=8))
 
 
 def test_every_parameter_learns() -> None:
@@ -198,7 +200,7 @@ def test_tiny_model_overfits_one_batch() -> None:
     model = build_model(config, TINY_CLIPS)
     features, _ = _inputs(2, config, TINY_CLIPS)
     # One action per clip, of different classes and positions: the model must read its input.
-    num_outputs, channels = TINY_CLIPS.num_outputs, config.num_classes + 1
+    num_outputs, channels = TINY_CLIPS.num_outputs, NUM_CLASSES + 1
     positions = torch.arange(num_outputs)
     class_targets = torch.zeros(2, num_outputs, channels)
     class_targets[..., 0] = 1.0
@@ -271,9 +273,8 @@ def test_no_locality_bias_in_the_paper_preset() -> None:
     "key", ["decoder_locality_bias", "encoder_locality_bias", "feature_noise_std", "pffn_context_seconds"]
 )
 def test_negative_locality_bias_noise_or_context_is_refused(key: str) -> None:
-    config = dataclasses.replace(TINY_MODEL, **{key: -1})
     with pytest.raises(ValueError, match=f"model.{key} must be >= 0"):
-        build_model(config, TINY_CLIPS)
+        build_model(dataclasses.replace(TINY_MODEL, **{key: -1}), TINY_CLIPS)
 
 
 def test_encoder_locality_bias_under_bf16_autocast_and_in_checkpoints() -> None:
