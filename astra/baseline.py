@@ -204,8 +204,6 @@ def _projection(feature_dim: int, config: BaselineConfig) -> np.ndarray | None:
 
 
 def _progress(items: Iterable, enabled: bool, description: str, unit: str) -> Iterable:
-    if not enabled:
-        return items
-    from tqdm import tqdm
+    from astra.progress import progress
 
-    return tqdm(items, desc=description, unit=unit)
+    return progress(items, desc=description, unit=unit, enabled=enabled)

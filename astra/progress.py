@@ -3,9 +3,10 @@
 A tqdm bar written to a file or a pipe (CI, ``nohup``, a Ray worker's log, a SLURM job)
 leaves every redraw in the log: megabytes over a 40-epoch run. :func:`progress` draws the
 bar only when ``sys.stderr`` is a terminal; otherwise it logs through the logger
-``astra.progress`` at INFO: a line when another tenth of ``total`` is done or
-``LOG_INTERVAL_SECONDS`` have passed since the last line, and one at the end with the
-count, the elapsed time, the rate and the latest postfix.
+``astra.progress`` at INFO: a line when ``LOG_INTERVAL_SECONDS`` have passed since the
+last one, or when another tenth of ``total`` is done and ``LOG_MIN_INTERVAL_SECONDS``
+have passed; and one at the end with the count, the elapsed time, the rate and the
+latest postfix. A loop of a few seconds logs its summary only.
 
 The environment variable ``ASTRA_PROGRESS`` overrides the choice:
 
@@ -27,8 +28,9 @@ from typing import Any, Generic, TypeVar
 
 ENVIRONMENT_VARIABLE = "ASTRA_PROGRESS"
 MODES: tuple[str, ...] = ("auto", "bar", "log", "off")
-LOG_INTERVAL_SECONDS = 30.0  # at most one time-driven line per 30 s: a day is under 3000 lines
-LOG_FRACTION = 0.1  # and one line per tenth of the total, when the total is known
+LOG_INTERVAL_SECONDS = 30.0  # a line at least this often: a day is under 3000 lines
+LOG_FRACTION = 0.1  # and one per tenth of the total, when the total is known,
+LOG_MIN_INTERVAL_SECONDS = 5.0  # unless the last line is more recent than this
 
 log = logging.getLogger("astra.progress")
 
@@ -102,7 +104,7 @@ class _LogLines(Progress[T]):
     def __iter__(self) -> Iterator[T]:
         start = last_line = time.monotonic()
         count = 0
-        # A line is due at each tenth of the total (never without a total) or after the interval.
+        # Counts at which a tenth of the total is done (none without a total).
         step = max(1, round(self.total * LOG_FRACTION)) if self.total else 0
         next_count = step if step else None
         finished = False
@@ -111,23 +113,28 @@ class _LogLines(Progress[T]):
                 yield item
                 count += 1
                 now = time.monotonic()
-                by_count = next_count is not None and count >= next_count
-                if by_count or now - last_line >= LOG_INTERVAL_SECONDS:
+                since_last = now - last_line
+                tenth_done = next_count is not None and count >= next_count
+                if since_last >= LOG_INTERVAL_SECONDS or (
+                    tenth_done and since_last >= LOG_MIN_INTERVAL_SECONDS
+                ):
                     if self.total is None or count < self.total:  # the last one gets the summary
                         log.info("%s", self._line(count, now - start))
                     last_line = now
-                    while next_count is not None and next_count <= count:
-                        next_count += step
+                while next_count is not None and next_count <= count:
+                    next_count += step
             finished = True
         finally:
             log.info("%s", self._summary(count, time.monotonic() - start, finished))
 
     def _line(self, count: int, elapsed: float) -> str:
-        if self.total:
-            done = f"{count}/{self.total} {self.unit} ({100 * count / self.total:.0f}%)"
-        else:
-            done = f"{count} {self.unit}"
-        return f"{self.desc}: {done}, {_duration(elapsed)}{self._postfix()}"
+        if not self.total:
+            return f"{self.desc}: {count} {self.unit}, {_duration(elapsed)}{self._postfix()}"
+        remaining = elapsed * (self.total - count) / count
+        done = f"{count}/{self.total} {self.unit} ({100 * count / self.total:.0f}%)"
+        return (
+            f"{self.desc}: {done}, {_duration(elapsed)}, about {_duration(remaining)} left{self._postfix()}"
+        )
 
     def _summary(self, count: int, elapsed: float, finished: bool) -> str:
         rate = _rate(count / elapsed) if elapsed > 0 else "-"

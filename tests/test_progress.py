@@ -43,15 +43,26 @@ def logged(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     return lambda: [r.getMessage() for r in caplog.records if r.name == "astra.progress"]
 
 
-def test_off_a_terminal_many_iterations_give_a_few_lines_and_no_bar(stderr, logged) -> None:
+def test_off_a_terminal_a_quick_loop_logs_one_summary_and_no_bar(stderr, logged) -> None:
     items = list(progress(range(10_000), desc="checking train", unit="game"))
     assert items == list(range(10_000))
     assert stderr.getvalue() == ""  # no bar frames
-    assert 1 <= len(logged()) <= 11  # a line per tenth at most, and the summary
-    assert not any("\r" in line or "\n" in line for line in logged())
-    assert logged()[0].startswith("checking train: 1000/10000 game (10%)")
-    assert logged()[-1].startswith("checking train: done, 10000 game in ")
-    assert "game/s" in logged()[-1]
+    assert len(logged()) == 1  # done well within LOG_MIN_INTERVAL_SECONDS
+    assert logged()[0].startswith("checking train: done, 10000 game in ")
+    assert "game/s" in logged()[0]
+
+
+def test_a_long_loop_logs_each_tenth_at_most(stderr, logged, monkeypatch) -> None:
+    monkeypatch.setattr(progress_module, "LOG_MIN_INTERVAL_SECONDS", 0.0)
+    list(progress(range(10_000), desc="checking train", unit="game"))
+    assert stderr.getvalue() == ""
+    lines = logged()
+    assert len(lines) == 10  # 10%, ..., 90%, and the summary in place of 100%
+    assert not any("\r" in line or "\n" in line for line in lines)
+    assert lines[0].startswith("checking train: 1000/10000 game (10%), ")
+    assert "left" in lines[0]
+    assert lines[8].startswith("checking train: 9000/10000 game (90%), ")
+    assert lines[-1].startswith("checking train: done, 10000 game in ")
 
 
 def test_without_a_total_only_the_interval_and_the_end_give_lines(stderr, logged) -> None:
@@ -68,12 +79,13 @@ def test_a_line_comes_each_time_the_interval_has_passed(stderr, logged, monkeypa
     assert logged()[-1].startswith("slow: done, 5 game")
 
 
-def test_the_latest_postfix_is_in_the_final_line(stderr, logged) -> None:
+def test_each_line_carries_the_latest_postfix(stderr, logged, monkeypatch) -> None:
+    monkeypatch.setattr(progress_module, "LOG_MIN_INTERVAL_SECONDS", 0.0)
     bar = progress(range(100), desc="epoch 3", unit="batch")
     for step in bar:
         bar.set_postfix(loss=1.0 / (step + 1), lr="1e-3")
+    assert logged()[0].endswith("left, loss=0.1, lr=1e-3")  # after batch 10
     assert logged()[-1].endswith("loss=0.01, lr=1e-3")
-    assert "loss=0.01," not in logged()[0]  # earlier lines carry the postfix of their time
 
 
 def test_disabled_shows_nothing(stderr, logged) -> None:

@@ -88,11 +88,11 @@ def _check_split(
 ) -> tuple[str, list[str]]:
     """Open and fully scan every game of ``split``; returns its printed summary and its problems."""
     import numpy as np
-    from tqdm import tqdm
 
     from astra.classes import CLASSES, NUM_CLASSES
     from astra.data.dataset import DataError, check_finite, open_game
     from astra.data.splits import games_of_split
+    from astra.progress import progress
 
     try:
         games = games_of_split(split, roots.labels)
@@ -107,7 +107,7 @@ def _check_split(
     per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
     not_shown = 0
     ignored: Counter[str] = Counter()
-    for game in tqdm(games, desc=f"checking {split}", unit="game"):
+    for game in progress(games, desc=f"checking {split}", unit="game"):
         has_labels = roots.labels_file(game).is_file()
         if not has_labels:
             num_unlabelled += 1

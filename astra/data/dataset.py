@@ -160,15 +160,12 @@ def load_games(
     """Open several games, checking that they share one feature dimension.
 
     Returns the halves (two per game, in game order) and the counts, by label name, of the
-    labels outside the 17 classes that were dropped. Logs nothing.
+    labels outside the 17 classes that were dropped. Logs nothing but its progress.
     """
     games = list(games)
-    if progress:
-        from tqdm import tqdm
+    from astra.progress import progress as show_progress
 
-        games_iter: Iterable[str] = tqdm(games, desc="opening games", unit="game")
-    else:
-        games_iter = games
+    games_iter = show_progress(games, desc="opening games", unit="game", enabled=progress)
     halves: list[Half] = []
     ignored: Counter[str] = Counter()
     for game in games_iter:

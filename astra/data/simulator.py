@@ -136,7 +136,7 @@ def simulate(
     ``audio{1,2}.npy`` ``[128, frames]`` float32 mel power; ``<out>/splits.json``
     is written last, so a dataset without it is incomplete.
     """
-    from tqdm import tqdm
+    from astra.progress import progress as show_progress
 
     out_dir = Path(out_dir)
     ensure_empty_output(out_dir, overwrite)
@@ -144,7 +144,7 @@ def simulate(
     bank = _signature_bank(config)
     games = _plan_games(config)
     total_bytes = 0
-    for game in tqdm(games, desc="simulating games", unit="game", disable=not progress):
+    for game in show_progress(games, desc="simulating games", unit="game", enabled=progress):
         total_bytes += _write_game(out_dir, game, bank, config)
     splits = {s: [g.name for g in games if g.split == s] for s in OFFICIAL_SPLITS}
     total_bytes += _write_json(out_dir / SPLITS_FILENAME, splits)
