@@ -13,8 +13,9 @@ The environment variable ``ASTRA_PROGRESS`` overrides the choice:
 - ``auto`` (or unset): a bar on a terminal, log lines otherwise;
 - ``bar``: always a bar; ``log``: always log lines; ``off``: neither.
 
-Log lines reach a file only where logging is configured (``astra`` commands do it in
-``astra.cli``); a bare library call with no handler shows INFO lines nowhere.
+Log lines appear only where logging is configured at INFO: ``astra`` commands do it in
+``astra.cli``; a Ray worker process starts with none (its root logger at WARNING, no
+handler), so a worker must configure it to show them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 ENVIRONMENT_VARIABLE = "ASTRA_PROGRESS"
 MODES: tuple[str, ...] = ("auto", "bar", "log", "off")
-LOG_INTERVAL_SECONDS = 30.0  # a line at least this often: a day is under 3000 lines
+LOG_INTERVAL_SECONDS = 30.0  # a line at least this often while items come: a day is under 3000 lines
 LOG_FRACTION = 0.1  # and one per tenth of the total, when the total is known,
 LOG_MIN_INTERVAL_SECONDS = 5.0  # unless the last line is more recent than this
 
