@@ -27,8 +27,9 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path, PurePosixPath
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from astra.classes import CLASS_INDEX, CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
+from astra.data.labels import load_json
 from astra.files import atomic_write
 
 _msgspec: ModuleType | None
@@ -47,6 +49,10 @@ except ImportError:
     _msgspec = None
 
 RESULTS_FILENAME = "results_spotting.json"
+# The first bytes of a zip: a local file header, or the end record of an empty zip.
+_ZIP_SIGNATURES: tuple[bytes, ...] = (b"PK\x03\x04", b"PK\x05\x06")
+# What a damaged zip raises while it is opened or read.
+_ZIP_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 _HALVES: dict[Any, int] = {"1": 1, "2": 2, 1: 1, 2: 2}
 
 
@@ -261,34 +267,57 @@ def open_predictions(dir_or_zip: str | Path) -> Mapping[str, Spots]:
     """The predictions of a folder tree or a submission zip, by game (relative path, ``/``-separated).
 
     Lazy: listing the games reads no predictions; each lookup reads that game's file.
+    A damaged zip (cut short, say) is a :class:`SubmissionError` that says so.
     """
     path = Path(dir_or_zip)
     if path.is_dir():
         return _PredictionFiles(path, _games_in_folder(path), is_zip=False)
     if path.is_file():
         if not zipfile.is_zipfile(path):
+            with open(path, "rb") as file:
+                head = file.read(4)
+            if head in _ZIP_SIGNATURES or path.suffix.lower() == ".zip":
+                raise SubmissionError(
+                    f"{path}: a damaged zip (its table of contents cannot be read; was it cut short?)"
+                )
             raise SubmissionError(f"{path}: expected a folder of predictions or a zip, got another file")
-        with zipfile.ZipFile(path) as archive:
-            entries = {
-                str(PurePosixPath(name).parent): name
-                for name in archive.namelist()
-                if PurePosixPath(name).name == RESULTS_FILENAME and PurePosixPath(name).parent.parts
-            }
+        try:
+            with zipfile.ZipFile(path) as archive:
+                entries = {
+                    str(PurePosixPath(name).parent): name
+                    for name in archive.namelist()
+                    if PurePosixPath(name).name == RESULTS_FILENAME and PurePosixPath(name).parent.parts
+                }
+        except _ZIP_ERRORS as error:
+            raise SubmissionError(f"{path}: a damaged zip ({error})") from None
         return _PredictionFiles(path, entries, is_zip=True)
     raise SubmissionError(f"{path}: predictions folder or zip not found")
 
 
-def load_json(data: bytes, source: str, error: type[ValueError] = SubmissionError) -> Any:
-    """Parse JSON bytes (msgspec when installed, else the json module); ``error`` names ``source``."""
-    if _msgspec is not None:
-        try:
-            return _msgspec.json.decode(data)
-        except _msgspec.DecodeError:
-            pass  # The json module accepts a little more (NaN, huge integers, other encodings).
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
-        raise error(f"{source}: not valid JSON ({problem})") from None
+def misplaced_games(predictions: Mapping[str, Spots], games: Sequence[str]) -> str:
+    """Where ``games`` missing from ``predictions`` sit instead, in a sentence; ``""`` when nowhere.
+
+    The usual slip is an extra top folder: a zip of ``run/<game>/...`` rather than of the
+    game folders themselves, or a folder one level above the predictions root.
+    """
+    found: Counter[str] = Counter()
+    available = list(predictions)
+    for game in games:
+        suffix = "/" + game.strip("/")
+        prefix = next((name[: -len(suffix)] for name in available if name.endswith(suffix)), None)
+        if prefix is not None:
+            found[prefix] += 1
+    if not found:
+        return ""
+    prefix, count = found.most_common(1)[0]
+    if getattr(predictions, "is_zip", False):
+        return (
+            f"{count} of them found under the top folder '{prefix}/' in the zip; "
+            "zip the game folders themselves"
+        )
+    root = getattr(predictions, "root", None)
+    instead = f"; give {Path(root) / prefix} as the predictions folder" if root is not None else ""
+    return f"{count} of them found under the folder '{prefix}/'{instead}"
 
 
 class _PredictionFiles(Mapping[str, Spots]):
@@ -299,12 +328,25 @@ class _PredictionFiles(Mapping[str, Spots]):
         self._locations = locations
         self._is_zip = is_zip
 
+    @property
+    def is_zip(self) -> bool:
+        return self._is_zip
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
     def __getitem__(self, game: str) -> Spots:
         location = self._locations[game]
         if not self._is_zip:
             return read_results(location)[1]
-        with zipfile.ZipFile(self._root) as archive:
-            data = archive.read(location)
+        try:
+            with zipfile.ZipFile(self._root) as archive:
+                data = archive.read(location)
+        except _ZIP_ERRORS as error:
+            raise SubmissionError(
+                f"{self._root}: a damaged zip, entry {location} cannot be read ({error})"
+            ) from None
         return read_results(data, source=f"{self._root}:{location}")[1]
 
     def __contains__(self, game: object) -> bool:

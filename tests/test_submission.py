@@ -14,10 +14,12 @@ import pytest
 
 from astra import submission
 from astra.classes import CLASSES, NUM_CLASSES
+from astra.data import labels
 from astra.submission import (
     RESULTS_FILENAME,
     Spots,
     SubmissionError,
+    misplaced_games,
     open_predictions,
     read_results,
     write_results,
@@ -35,6 +37,7 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """Run the test with each way of reading files: the json module, and msgspec when installed."""
     if request.param == "json":
         monkeypatch.setattr(submission, "_msgspec", None)
+        monkeypatch.setattr(labels, "_msgspec", None)  # the JSON reader that submission uses
     else:
         pytest.importorskip("msgspec", reason="the optional msgspec reader is not installed")
     return request.param
@@ -227,6 +230,40 @@ def test_missing_sources_raise_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(SubmissionError, match="folder of predictions or a zip"):
         open_predictions(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("damage", ["cut", "cut, renamed", "bad entry"])
+def test_a_damaged_zip_is_called_one(tmp_path: Path, damage: str) -> None:
+    zip_path = tmp_path / "submission.zip"
+    write_submission(tmp_path / "out", {GAMES[0]: random_spots(1)}, zip_path=zip_path)
+    data = zip_path.read_bytes()
+    if damage.startswith("cut"):
+        zip_path.write_bytes(data[: len(data) // 2])
+        if damage == "cut, renamed":  # recognised by its first bytes, whatever its name
+            zip_path = zip_path.rename(tmp_path / "submission.bin")
+        with pytest.raises(SubmissionError, match="a damaged zip") as error:
+            open_predictions(zip_path)
+    else:
+        # Flip bytes inside the compressed entry: the listing reads, the entry does not.
+        middle = len(data) // 3
+        zip_path.write_bytes(
+            data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
+        )
+        predictions = open_predictions(zip_path)
+        with pytest.raises(SubmissionError, match="a damaged zip") as error:
+            predictions[GAMES[0]]
+    assert str(zip_path) in str(error.value)
+
+
+def test_games_under_an_extra_top_folder_are_found(tmp_path: Path) -> None:
+    results = {f"run 1/{game}": random_spots(n) for n, game in enumerate(GAMES)}
+    write_submission(tmp_path / "out", results, zip_path=tmp_path / "submission.zip")
+    hint = misplaced_games(open_predictions(tmp_path / "submission.zip"), list(GAMES))
+    assert "2 of them found under the top folder 'run 1/' in the zip" in hint
+    assert "zip the game folders themselves" in hint
+    hint = misplaced_games(open_predictions(tmp_path / "out"), [GAMES[1], "league/season/other"])
+    assert "1 of them found under the folder 'run 1/'" in hint and str(tmp_path / "out" / "run 1") in hint
+    assert misplaced_games(open_predictions(tmp_path / "out"), ["league/season/other"]) == ""
 
 
 @pytest.mark.parametrize(

@@ -48,16 +48,14 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from astra.classes import CLASS_INDEX, CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
-from astra.data.labels import LABELS_FILENAME, Annotations, LabelsError, parse_labels
+from astra.classes import CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
+from astra.data.labels import LABELS_FILENAME, Annotations, LabelsError, read_labels
 from astra.data.splits import games_of_split
-from astra.submission import Spots, load_json, open_predictions
+from astra.submission import Spots, misplaced_games, open_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +74,6 @@ VECTOR_FRAMES: int = 120 * 60 * FRAMES_PER_SECOND
 NUM_THRESHOLDS: int = 200
 # Classes with not-shown events in SoccerNet-v2: the official not-shown a-mAP is rescaled by 17 / 13.
 NUM_CLASSES_WITH_UNSHOWN: int = 13
-_HALVES: dict[str, int] = {"1": 1, "2": 2}  # the first character of gameTime
 
 
 class EvaluationError(ValueError):
@@ -237,7 +234,8 @@ def evaluate_files(
         raise LabelsError(f"{labels_root / without_labels[0] / LABELS_FILENAME}: label file not found")
     available = open_predictions(predictions)
     missing = [game for game in games if game not in available]
-    _check_missing(missing, allow_missing, where=str(predictions))
+    hint = misplaced_games(available, missing) if missing else ""
+    _check_missing(missing, allow_missing, where=str(predictions), hint=hint)
     labels, spots = _read_games(labels_root, available, list(dict.fromkeys(games)), workers)
     _log_ignored(labels.values(), "labels")
     _log_ignored(spots.values(), "predictions")
@@ -623,7 +621,7 @@ def _read_some_games(
     return [
         (
             game,
-            _read_labels(labels_root / game / LABELS_FILENAME),
+            read_labels(labels_root / game / LABELS_FILENAME),
             available[game] if game in available else Spots.empty(),
         )
         for game in games
@@ -638,55 +636,20 @@ def _games_with_labels(root: Path) -> list[str]:
     return sorted(games)
 
 
-def _read_labels(path: Path) -> Annotations:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise LabelsError(f"{path}: label file not found") from None
-    document = load_json(data, str(path), LabelsError)
-    annotations = _annotations_by_columns(document)
-    return parse_labels(document, source=str(path)) if annotations is None else annotations
-
-
-def _annotations_by_columns(document: Any) -> Annotations | None:
-    """``astra.data.labels.parse_labels`` by whole columns, for the common well-formed file.
-
-    Several times faster; None for anything unusual (a missing position, an odd
-    gameTime, a value of another type), which parse_labels then reads and checks.
-    """
-    entries = document.get("annotations") if isinstance(document, dict) else None
-    if not isinstance(entries, list) or not entries:
-        return None
-    try:
-        labels = [entry["label"] for entry in entries]
-        times = [entry["gameTime"] for entry in entries]
-        positions = np.array([entry["position"] for entry in entries], dtype=np.int64)
-        visibilities = [entry.get("visibility") for entry in entries]
-        count = len(labels)
-        class_index = np.fromiter(map(CLASS_INDEX.get, labels, repeat(-1)), dtype=np.int16, count=count)
-        if not all(type(time) is str and len(time) >= 5 for time in times):
-            return None
-        half = np.fromiter(map(_HALVES.get, [time[0] for time in times]), dtype=np.int8, count=count)
-    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-        return None
-    if positions.min() < 0:
-        return None
-    visible = np.array([visibility != "not shown" for visibility in visibilities], dtype=bool)
-    kept = class_index >= 0
-    ignored = Counter(str(label) for label in labels if label not in CLASS_INDEX)
-    return Annotations(half[kept], positions[kept], class_index[kept], visible[kept], ignored)
-
-
-def _check_missing(missing: list[str], allow_missing: bool, where: str = "the predictions") -> None:
+def _check_missing(
+    missing: list[str], allow_missing: bool, where: str = "the predictions", hint: str = ""
+) -> None:
+    """``hint``: where the missing games' files sit instead (``astra.submission.misplaced_games``)."""
     if not missing:
         return
     shown = ", ".join(repr(game) for game in missing[:3]) + (" ..." if len(missing) > 3 else "")
+    found = f"; {hint}" if hint else ""
     if not allow_missing:
         raise EvaluationError(
             f"{where}: no predictions for {len(missing)} game(s) with labels: {shown} "
-            "(allow_missing scores them as games without predictions)"
+            f"(allow_missing scores them as games without predictions){found}"
         )
-    logger.warning("no predictions for %d game(s), scored as none: %s", len(missing), shown)
+    logger.warning("no predictions for %d game(s), scored as none: %s%s", len(missing), shown, found)
 
 
 def _log_ignored(items: Iterable[Annotations | Spots], what: str) -> None:

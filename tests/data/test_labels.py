@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,15 @@ import numpy as np
 import pytest
 
 from astra.classes import CLASS_INDEX, CLASSES
-from astra.data.labels import LABELS_FILENAME, LabelsError, game_time, parse_labels, read_labels
+from astra.data.labels import (
+    LABELS_FILENAME,
+    LabelsError,
+    _annotations_by_columns,
+    _annotations_by_entries,
+    game_time,
+    parse_labels,
+    read_labels,
+)
 
 
 def _entry(game_time_text: str, label: str, position: Any = None, visibility: str | None = "visible") -> dict:
@@ -130,3 +139,49 @@ def test_game_time_round_trips_through_the_parser(position_ms: int) -> None:
     parsed = parse_labels({"annotations": [_entry(text, "Goal")]}, "x")
     assert parsed.half.tolist() == [2]
     assert parsed.position_ms.tolist() == [position_ms // 1000 * 1000]
+
+
+def test_label_files_read_by_columns_as_by_entries(tiny_dataset) -> None:
+    # The evaluator's speed rests on the column reader; it must agree with the checked one.
+    documents = [
+        json.loads((tiny_dataset.root / game.name / LABELS_FILENAME).read_text())
+        for game in tiny_dataset.games
+    ]
+    usual = [documents[1], documents[2]]  # the first game has a label without position
+    good = {"gameTime": "2 - 12:34", "label": "Goal", "position": "754000", "visibility": "not shown"}
+    usual.append({"annotations": [good, {**good, "label": "Drop ball"}, {**good, "label": "Corner"}]})
+    usual.append({"annotations": [{**good, "position": 754000.9}, {**good, "visibility": None}]})
+    unusual = [
+        documents[0],
+        {"annotations": []},
+        {"annotations": [good, {**good, "gameTime": "3 - 00:01"}]},
+        {"annotations": [good, {**good, "label": "Drop ball", "gameTime": "3 - 00:01"}]},
+        {"annotations": [good, {**good, "gameTime": "1-0"}]},
+        {"annotations": [good, {**good, "position": "-1"}]},
+        {"annotations": [good, {**good, "position": "1.5"}]},
+        {"annotations": [good, {"gameTime": "1 - 00:01", "position": "5"}]},
+        {"annotations": [good, 5]},
+    ]
+    for document in usual:
+        fast = _annotations_by_columns(document)
+        assert fast is not None
+        expected = _annotations_by_entries(document, source="labels")
+        for name in ("half", "position_ms", "class_index", "visible"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(expected, name), err_msg=name)
+            assert getattr(fast, name).dtype == getattr(expected, name).dtype
+        assert fast.ignored == expected.ignored
+    for document in unusual:
+        assert _annotations_by_columns(document) is None
+
+
+def test_past_end_flags_follow_every_subset() -> None:
+    annotations = parse_labels(
+        {"annotations": [_entry("1 - 00:01", "Goal", "1000"), _entry("2 - 00:02", "Corner", "2000")]}, "x"
+    )
+    assert annotations.past_end.tolist() == [False, False]
+    assert annotations.within_features() is annotations
+    flagged = dataclasses.replace(annotations, past_end=np.array([False, True]))
+    assert flagged.of_half(2).past_end.tolist() == [True]
+    assert len(flagged.within_features()) == 1 and flagged.within_features().half.tolist() == [1]
+    with pytest.raises(ValueError, match=r"past_end must be \[2\]"):
+        dataclasses.replace(annotations, past_end=np.array([True]))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from astra.classes import CLASSES, NUM_CLASSES
-from astra.data.labels import Annotations, parse_labels, read_labels
+from astra.data.labels import Annotations, read_labels
 from astra.evaluation import (
     METRICS,
     AverageMAP,
@@ -26,7 +26,7 @@ from astra.evaluation import (
     evaluate_files,
     evaluate_spots,
 )
-from astra.evaluation.average_map import VECTOR_FRAMES, _annotations_by_columns, _threshold_bins
+from astra.evaluation.average_map import VECTOR_FRAMES, _threshold_bins
 from astra.submission import Spots, open_predictions, write_submission
 
 HALF_MS = 45 * 60 * 1000
@@ -218,36 +218,6 @@ def test_reading_in_several_processes_changes_nothing(random_case: Callable[...,
     path.write_text(path.read_text()[:-10])
     with pytest.raises(ValueError, match=re.escape(f"{path}: not valid JSON")):
         evaluate_files(case.labels_root, case.predictions_root, workers=2)
-
-
-def test_label_files_read_by_columns_as_by_parse_labels(random_case: Callable[..., Any]) -> None:
-    case = random_case(seed=13, num_games=3)
-    documents = [json.loads((case.labels_root / g / "Labels-v2.json").read_text()) for g in case.games]
-    usual = [documents[1], documents[2]]  # the first game has labels without position
-    good = {"gameTime": "2 - 12:34", "label": "Goal", "position": "754000", "visibility": "not shown"}
-    usual.append({"annotations": [good, {**good, "label": "Drop ball"}, {**good, "label": "Corner"}]})
-    usual.append({"annotations": [{**good, "position": 754000.9}, {**good, "visibility": None}]})
-    unusual = [
-        documents[0],
-        {"annotations": []},
-        {"annotations": [good, {**good, "gameTime": "3 - 00:01"}]},
-        {"annotations": [good, {**good, "label": "Drop ball", "gameTime": "3 - 00:01"}]},
-        {"annotations": [good, {**good, "gameTime": "1-0"}]},
-        {"annotations": [good, {**good, "position": "-1"}]},
-        {"annotations": [good, {**good, "position": "1.5"}]},
-        {"annotations": [good, {"gameTime": "1 - 00:01", "position": "5"}]},
-        {"annotations": [good, 5]},
-    ]
-    for document in usual:
-        fast = _annotations_by_columns(document)
-        assert fast is not None
-        expected = parse_labels(document, source="labels")
-        for name in ("half", "position_ms", "class_index", "visible"):
-            np.testing.assert_array_equal(getattr(fast, name), getattr(expected, name), err_msg=name)
-            assert getattr(fast, name).dtype == getattr(expected, name).dtype
-        assert fast.ignored == expected.ignored
-    for document in unusual:
-        assert _annotations_by_columns(document) is None
 
 
 def test_thresholds_are_binned_exactly_as_by_binary_search() -> None:
