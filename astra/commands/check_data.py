@@ -3,8 +3,12 @@
 Opens every game of the chosen splits, reads every feature and audio value once to
 look for NaN and inf (training only checks the clips it reads), checks shapes and
 labels, and prints per split: games, halves, hours, annotations per class, the share
-of "not shown" annotations and the labels outside the 17 classes. Exit status 0 when
-everything is clean, 2 with the list of problems otherwise.
+of "not shown" annotations, the labels outside the 17 classes, the labels a little
+past the end of their half (kept for evaluation, left out of training targets) and
+the audio files shorter than their half, with how much of it they cover. Audio
+covering less than 90% of its half and labels more than 60 s past its end are
+problems (``astra.data.dataset`` says why). Exit status 0 when everything is clean,
+2 with the list of problems otherwise.
 
 Example:
     astra check-data --data /data/SoccerNet --split train valid
@@ -90,12 +94,12 @@ def _check_split(
     import numpy as np
 
     from astra.classes import CLASSES, NUM_CLASSES
-    from astra.data.dataset import DataError, check_finite, open_game
+    from astra.data.dataset import PAST_END_TOLERANCE_SECONDS, DataError, check_finite, open_game
     from astra.data.splits import games_of_split
     from astra.progress import progress
 
     try:
-        games = games_of_split(split, roots.labels)
+        games = games_of_split(split, roots.labels, game_roots=(roots.features,))
     except ValueError as error:
         return f"split {split}: not checked", [str(error)]
     # The challenge labels are hidden: its games need none.
@@ -107,11 +111,14 @@ def _check_split(
     per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
     not_shown = 0
     ignored: Counter[str] = Counter()
+    past_end: Counter[str] = Counter()
+    short_audio: list[tuple[float, str]] = []  # (coverage, audio file) of audio shorter than its half
     for game in progress(games, desc=f"checking {split}", unit="game"):
         has_labels = roots.labels_file(game).is_file()
         if not has_labels:
             num_unlabelled += 1
-            if labels_expected:
+            # A game missing altogether is one problem, the missing folder (from open_game).
+            if labels_expected and ((roots.labels / game).is_dir() or (roots.features / game).is_dir()):
                 problems.append(
                     f"{roots.labels_file(game)}: label file not found (labels root {roots.labels})"
                 )
@@ -129,6 +136,10 @@ def _check_split(
             num_seconds += half.num_seconds
             per_class += np.bincount(half.annotations.class_index, minlength=NUM_CLASSES)
             not_shown += int((~half.annotations.visible).sum())
+            past_end[game] += int(half.annotations.past_end.sum())
+            coverage = half.audio_coverage
+            if coverage is not None and coverage < 1.0:
+                short_audio.append((coverage, str(half.audio_path)))
 
     num_annotations = int(per_class.sum())
     lines = [
@@ -144,4 +155,22 @@ def _check_split(
         lines.append(f"  ignored labels (outside the 17 classes): {ignored.total()} ({counts})")
     else:
         lines.append("  ignored labels (outside the 17 classes): 0")
+    past_end = +past_end  # the games that have some
+    tolerated = f"within {PAST_END_TOLERANCE_SECONDS} s; scored in evaluation, not trained on"
+    if past_end:
+        counts = ", ".join(f"{game!r}: {count}" for game, count in past_end.most_common())
+        lines.append(
+            f"  labels past the end of their half ({tolerated}): {past_end.total()} "
+            f"in {len(past_end)} games ({counts})"
+        )
+    else:
+        lines.append(f"  labels past the end of their half ({tolerated}): 0")
+    if short_audio:
+        least, least_path = min(short_audio)
+        lines.append(
+            f"  audio shorter than its half (padded with its last frame): {len(short_audio)} of "
+            f"{num_halves} halves; the shortest covers {least:.1%} of its half ({least_path})"
+        )
+    elif with_audio:
+        lines.append("  audio shorter than its half: none")
     return "\n".join(lines), problems

@@ -149,7 +149,9 @@ def encode_targets(
       (positive displacement).
 
     Actions outside a clip still mark the clip frames within their radii. "Not shown"
-    actions are targets like the visible ones. ``annotations`` must be those of the half.
+    actions are targets like the visible ones. Labels past the end of the half's features
+    (``annotations.past_end``, within the tolerance of ``astra.data.dataset``) mark nothing,
+    as in the authors' loader. ``annotations`` must be those of the half.
     """
     _check_positive(clip_seconds=clip_seconds, outputs_per_second=outputs_per_second)
     if class_radius_seconds < 0 or displacement_radius_seconds < 0:
@@ -171,6 +173,7 @@ def encode_targets(
     # each clip out of it: memory grows with the half, not with clips x actions x positions.
     first = int(starts.min()) * outputs_per_second
     span = int(starts.max()) * outputs_per_second + num_outputs - first
+    annotations = annotations.within_features()
     action_frames = annotations.position_ms.astype(np.int64) * outputs_per_second // 1000  # [A]
     action_classes = annotations.class_index.astype(np.int64)  # [A]
     # A small tolerance keeps e.g. r = 1.5 s at 2 per second at exactly 3 frames.
@@ -203,7 +206,9 @@ def usable_audio(half: Half) -> tuple[np.ndarray, int]:
     """A half's mel power ``[128, frames]`` and how many of its frames are used.
 
     The usable audio is the recording cut to the visual length; where it is shorter, its
-    last frame pads the clips (``slice_audio_frames``).
+    last frame pads the clips (``slice_audio_frames``). The loader refuses audio covering
+    less than ``astra.data.dataset.MIN_AUDIO_COVERAGE`` of its half, so this padding
+    makes up for the few seconds by which real recordings differ from their halves.
     """
     if half.audio is None:
         raise DataError(

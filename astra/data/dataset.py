@@ -12,10 +12,31 @@ game. The visual length defines a half; the audio is aligned on the start and cu
 or padded at the end, lazily, by the clip slicer (``astra.data.clips``). NaN and
 inf are looked for where values are read (the clip slicer) and, on demand, by a
 full scan (:func:`check_finite`, used by ``astra check-data``).
+
+Two tolerances, for what real SoccerNet-v2 data holds:
+
+- **Short audio.** A recording and its half differ by a few seconds in the real
+  data; the clip slicer pads the missing end with the last frame. Audio that covers
+  less than ``MIN_AUDIO_COVERAGE`` (90%) of its half is refused (:class:`DataError`
+  naming the file, its length and the half's): it is cut short or belongs to another
+  half, and padding would feed the model minutes of one repeated frame. 90% leaves
+  4.5 minutes of a 45-minute half, far more than real recordings lack, and 6 s of
+  the one-minute halves of the smallest synthetic data (the simulator's audio is off
+  by at most 4 s by default). :attr:`Half.audio_coverage` says how much is covered;
+  ``astra check-data`` reports the short ones.
+- **Labels past the end.** A half's features can be a little shorter than its
+  video, so real label files hold labels a few seconds past the last feature row.
+  Those within ``PAST_END_TOLERANCE_SECONDS`` (60 s) of the end are kept in
+  ``Half.annotations`` and flagged in ``Annotations.past_end``: the evaluator keeps
+  them, as events nothing can match (as the official one does), and the training
+  targets leave them out (as the authors' loader does); :func:`load_split` says
+  once how many there are in each game. A label further past the end means a label
+  file of another game or half: an error naming the label.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -31,6 +52,10 @@ from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, FEATURES_PATTER
 
 # Storage types accepted for features and audio; slices are handed out as float32.
 STORED_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float16))
+# The least share of its half that an audio file must cover (module docstring, "Short audio").
+MIN_AUDIO_COVERAGE = 0.9
+# How far past the end of its half's features a label may lie and be kept (module docstring).
+PAST_END_TOLERANCE_SECONDS = 60
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +137,13 @@ class Half:
         """The audio length once aligned on the visual one: ``num_seconds * 100``."""
         return self.num_seconds * AUDIO_FRAMES_PER_SECOND
 
+    @property
+    def audio_coverage(self) -> float | None:
+        """The share of the half that the audio recording covers, at most 1; None without audio."""
+        if self.audio is None:
+            return None
+        return min(1.0, self.audio.shape[1] / self.num_audio_frames)
+
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # A pickled memmap carries its whole array; a Half sent to a data-loading process
         # carries its file paths instead and maps them again there.
@@ -130,22 +162,25 @@ def load_split(
 
     Games come from ``<labels root>/splits.json`` when it exists, else the official lists.
     Labels outside the 17 classes are dropped, as the official tools do, and reported in
-    one warning for the whole split.
+    one warning for the whole split; labels a little past the end of their half are kept
+    (module docstring) and reported in one more warning, with their count per game.
     """
-    games = games_of_split(split, roots.labels)
+    games = games_of_split(split, roots.labels, game_roots=(roots.features,))
     if not games:
         raise DataError(f"split {split!r} has no games (labels root {roots.labels})")
     halves, ignored = load_games(
         roots, games, with_audio=with_audio, require_labels=require_labels, progress=progress
     )
     _warn_ignored(ignored, f"split {split!r}")
+    warn_past_end(halves, f"split {split!r}")
     return halves
 
 
 def load_game(roots: DataRoots, game: str, *, with_audio: bool, require_labels: bool) -> list[Half]:
-    """Open one game: its two halves. Labels outside the 17 classes are dropped with one warning."""
+    """Open one game: its two halves. Warns as :func:`load_split` does."""
     halves, ignored = open_game(roots, game, with_audio=with_audio, require_labels=require_labels)
     _warn_ignored(ignored, f"game {game!r}")
+    warn_past_end(halves, f"game {game!r}")
     return halves
 
 
@@ -189,7 +224,9 @@ def open_game(
 
     Raises :class:`DataError` naming the file (or the root searched) on a missing game,
     file or half, an unreadable or malformed array, feature dimensions that differ between
-    the halves, or a label past the end of its half.
+    the halves, audio that covers less than ``MIN_AUDIO_COVERAGE`` of its half, or a label
+    more than ``PAST_END_TOLERANCE_SECONDS`` past the end of its half (nearer ones are
+    kept and flagged in ``Annotations.past_end``).
     """
     _check_game_folder(roots.features, "features", game)
     if with_audio:
@@ -240,6 +277,32 @@ def check_finite(half: Half, *, chunk_seconds: int = 600) -> None:
                 raise DataError(non_finite_message(half.audio_path, frame // AUDIO_FRAMES_PER_SECOND, frame))
 
 
+def labels_past_end(halves: Iterable[Half]) -> Counter[str]:
+    """The labels at or past the end of their half's features (within the tolerance), counted by game."""
+    counts: Counter[str] = Counter()
+    for half in halves:
+        count = int(half.annotations.past_end.sum())
+        if count:
+            counts[half.game] += count
+    return counts
+
+
+def warn_past_end(halves: Iterable[Half], where: str) -> None:
+    """One warning for all the labels past the end of their halves, with their count per game."""
+    counts = labels_past_end(halves)
+    if counts:
+        listed = "; ".join(f"{game!r}: {count}" for game, count in counts.items())
+        log.warning(
+            "%s: %d labels lie past the end of their half's features, by at most %d s, in %d game(s); "
+            "they are scored in evaluation and left out of training targets (%s)",
+            where,
+            counts.total(),
+            PAST_END_TOLERANCE_SECONDS,
+            len(counts),
+            listed,
+        )
+
+
 def non_finite_message(path: Path, second: int, frame: int | None = None) -> str:
     """The error message for NaN or inf found in ``path`` at ``second`` (and audio ``frame``)."""
     where = f"second {second}" if frame is None else f"second {second} (audio frame {frame})"
@@ -270,9 +333,11 @@ def _open_half(roots: DataRoots, game: str, half: int, annotations: Annotations,
             raise DataError(f"{audio_path}: audio must be [{NUM_MELS}, frames], got shape {audio.shape}")
         if audio.shape[1] == 0:
             raise DataError(f"{audio_path}: empty audio, shape {audio.shape}")
-    result = Half(game, half, features, audio, annotations, features_path, audio_path)
-    _check_labels_within(result, roots.labels_file(game))
-    return result
+        _check_audio_coverage(audio_path, audio.shape[1], features.shape[0], features_path)
+    annotations = _flag_labels_past_end(
+        annotations, half, features.shape[0], roots.labels_file(game), features_path
+    )
+    return Half(game, half, features, audio, annotations, features_path, audio_path)
 
 
 def _open_array(path: Path, kind: str, root: Path) -> np.ndarray:
@@ -295,19 +360,39 @@ def _check_game_folder(root: Path, kind: str, game: str) -> None:
         raise DataError(f"game {game!r}: no folder {root / game} under the {kind} root {root}")
 
 
-def _check_labels_within(half: Half, labels_path: Path) -> None:
-    """A label at or after ``num_seconds`` has no feature row: say which one and how long the half is."""
-    past_end = np.flatnonzero(half.annotations.position_ms >= half.num_seconds * 1000)
-    if past_end.size == 0:
-        return
-    first = int(past_end[0])
-    position_ms = int(half.annotations.position_ms[first])
-    name = CLASSES[int(half.annotations.class_index[first])]
-    raise DataError(
-        f"{labels_path}: label {name!r} at {game_time(half.half, position_ms)} ({position_ms} ms) is past "
-        f"the end of half {half.half}, which lasts {half.num_seconds} s ({half.features_path})"
-        + (f"; {past_end.size} labels of this half are past its end" if past_end.size > 1 else "")
-    )
+def _check_audio_coverage(audio_path: Path, num_frames: int, num_seconds: int, features_path: Path) -> None:
+    """Refuse audio covering less than ``MIN_AUDIO_COVERAGE`` of the half (module docstring)."""
+    coverage = num_frames / (num_seconds * AUDIO_FRAMES_PER_SECOND)
+    if coverage < MIN_AUDIO_COVERAGE:
+        raise DataError(
+            f"{audio_path}: the audio lasts {num_frames / AUDIO_FRAMES_PER_SECOND:g} s ({num_frames} frames) "
+            f"and covers {coverage:.1%} of its half, which lasts {num_seconds} s ({features_path}); "
+            f"at least {MIN_AUDIO_COVERAGE:.0%} must be covered (the rest is padded with its last frame)"
+        )
+
+
+def _flag_labels_past_end(
+    annotations: Annotations, half: int, num_seconds: int, labels_path: Path, features_path: Path
+) -> Annotations:
+    """Flag the labels at or after ``num_seconds`` (they have no feature row); refuse those too far past.
+
+    Beyond ``PAST_END_TOLERANCE_SECONDS`` the error names the first such label and the half's length.
+    """
+    past_end = annotations.position_ms >= num_seconds * 1000
+    if not past_end.any():
+        return annotations
+    too_far = np.flatnonzero(annotations.position_ms >= (num_seconds + PAST_END_TOLERANCE_SECONDS) * 1000)
+    if too_far.size:
+        first = int(too_far[0])
+        position_ms = int(annotations.position_ms[first])
+        name = CLASSES[int(annotations.class_index[first])]
+        raise DataError(
+            f"{labels_path}: label {name!r} at {game_time(half, position_ms)} ({position_ms} ms) is past "
+            f"the end of half {half}, which lasts {num_seconds} s ({features_path}), by more than the "
+            f"{PAST_END_TOLERANCE_SECONDS} s tolerated; is it the label file of this game?"
+            + (f" {too_far.size} labels of this half are that far past its end" if too_far.size > 1 else "")
+        )
+    return dataclasses.replace(annotations, past_end=past_end)
 
 
 def _no_annotations() -> Annotations:

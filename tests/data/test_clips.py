@@ -145,6 +145,20 @@ def test_actions_at_and_beyond_the_clip_edges() -> None:
     np.testing.assert_array_equal(displacement[0, 13:, CORNER + 1], [-6, -5, -4, -3, -2, -1, 0])
 
 
+def test_labels_past_the_end_of_the_features_mark_nothing() -> None:
+    # A half of 30 s: the goal at 30.5 s has no feature row; the clip 20..30 s would hold it
+    # within its radii, and the padded clip 25..35 s right on it.
+    inside = _annotations((29_000, FOUL))
+    both = dataclasses.replace(_annotations((29_000, FOUL), (30_500, GOAL)), past_end=np.array([False, True]))
+    for starts in (_starts(20), _starts(25)):
+        expected = encode_targets(inside, starts, 10, 2, 2.0, 3.0)
+        got = encode_targets(both, starts, 10, 2, 2.0, 3.0)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+    unflagged = encode_targets(_annotations((29_000, FOUL), (30_500, GOAL)), _starts(25), 10, 2, 2.0, 3.0)
+    assert unflagged[0][0, :, GOAL + 1].any()
+
+
 def test_nearer_action_of_one_class_wins_and_ties_go_to_the_earlier() -> None:
     # Fouls at frames 10 and 14 of the clip; displacement radius 6 frames.
     classification, displacement = encode_targets(
@@ -370,16 +384,17 @@ def test_a_batch_of_clips_equals_each_clip_alone(tiny_dataset, starts: tuple[int
 
 
 def test_clips_past_the_end_of_short_audio(tmp_path: Path, make_game, tiny_games) -> None:
-    # Audio of 10 s under 60 s of features: clips starting after it ends hold its last frame.
-    game = dataclasses.replace(tiny_games[0], half_seconds=(60, 61), audio_frames=(1_000, 6_100), labels=())
+    # Audio of 55 s under 60 s of features (the least the loader accepts is 54 s): clips
+    # reaching past its end hold its last frame, whether read as one span or gathered.
+    game = dataclasses.replace(tiny_games[0], half_seconds=(60, 61), audio_frames=(5_500, 6_100), labels=())
     make_game(tmp_path, game)
     half = load_game(DataRoots.single(tmp_path), game.name, with_audio=True, require_labels=True)[0]
     source_audio = np.load(tmp_path / game.name / "audio1.npy")
-    for starts in ((20, 25), (20, 40), (5, 12), (5, 50)):
+    for starts in ((50, 55), (20, 55), (5, 12), (5, 50), (56, 59)):
         _, audio = slice_clips(half, _starts(*starts), 10, with_audio=True)
         assert audio is not None
         for n, start in enumerate(starts):
-            frames = np.minimum(start * 100 + np.arange(1_000), 999)
+            frames = np.minimum(start * 100 + np.arange(1_000), 5_499)
             np.testing.assert_array_equal(audio[n], source_audio[:, frames])
 
 

@@ -15,7 +15,16 @@ import pytest
 
 from astra.classes import CLASS_INDEX
 from astra.commands import check_data
-from astra.data.dataset import DataError, DataRoots, check_finite, load_game, load_split
+from astra.data.dataset import (
+    MIN_AUDIO_COVERAGE,
+    PAST_END_TOLERANCE_SECONDS,
+    DataError,
+    DataRoots,
+    check_finite,
+    labels_past_end,
+    load_game,
+    load_split,
+)
 
 # --- opening the tiny dataset ----------------------------------------------------------------
 
@@ -101,7 +110,7 @@ def test_a_half_pickles_as_paths_not_arrays(tiny_dataset) -> None:
 
 def test_opening_reads_no_values(tmp_path: Path, make_game, tiny_games) -> None:
     # A NaN anywhere would be found by a full read; opening must not look at the values.
-    game = dataclasses.replace(tiny_games[2], audio_frames=(100, 100))
+    game = dataclasses.replace(tiny_games[2], audio_frames=(20_000, 17_600))  # 90% of 222 s and 195 s
     make_game(tmp_path, game)
     path = tmp_path / game.name / "1_baidu_soccer_embeddings.npy"
     array = np.load(path)
@@ -114,7 +123,7 @@ def test_opening_reads_no_values(tmp_path: Path, make_game, tiny_games) -> None:
 
 
 def test_separate_roots_and_a_custom_file_name(tmp_path: Path, make_game, tiny_games) -> None:
-    game = dataclasses.replace(tiny_games[1], audio_frames=(1_000, 1_000))
+    game = dataclasses.replace(tiny_games[1], audio_frames=(27_000, 24_900))  # 90% of 300 s and 276 s
     make_game(tmp_path / "all", game)
     roots = DataRoots(
         tmp_path / "labels", tmp_path / "features", tmp_path / "audio", "{half}_ResNET_PCA512.npy"
@@ -257,17 +266,70 @@ def test_malformed_audio_names_the_file(tmp_path: Path, small_game, shape: tuple
     assert str(path) in str(error.value)
 
 
-def test_a_label_past_the_end_of_its_half_is_named(tmp_path: Path, small_game) -> None:
-    path = tmp_path / small_game.name / "Labels-v2.json"
+def _add_labels(path: Path, *entries: tuple[str, str, int]) -> None:
     document = json.loads(path.read_text(encoding="utf-8"))
-    document["annotations"].append(
-        {"gameTime": "2 - 01:05", "label": "Corner", "position": "65000", "visibility": "visible"}
-    )
+    for time, label, position_ms in entries:
+        document["annotations"].append(
+            {"gameTime": time, "label": label, "position": str(position_ms), "visibility": "visible"}
+        )
     path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_a_label_far_past_the_end_of_its_half_is_named(tmp_path: Path, small_game) -> None:
+    path = tmp_path / small_game.name / "Labels-v2.json"
+    # Half 2 lasts 65 s: 60 s past its end is beyond the tolerance.
+    _add_labels(path, ("2 - 01:10", "Corner", 70_000), ("2 - 02:05", "Corner", 125_000))
     with pytest.raises(DataError, match="past the end") as error:
         _open(tmp_path, small_game.name)
     message = str(error.value)
-    assert str(path) in message and "'Corner'" in message and "65000 ms" in message and "65 s" in message
+    assert str(path) in message and "'Corner'" in message and "125000 ms" in message and "65 s" in message
+    assert f"{PAST_END_TOLERANCE_SECONDS} s" in message
+
+
+def test_labels_a_little_past_the_end_are_kept_flagged_and_counted_per_game(
+    tmp_path: Path, make_tiny_dataset, tiny_games, caplog: pytest.LogCaptureFixture
+) -> None:
+    games = tuple(dataclasses.replace(game, split="train", audio_frames=None) for game in tiny_games)
+    dataset = make_tiny_dataset(tmp_path, with_audio=False, games=games)
+    first, second = games[0], games[1]  # halves of (183, 241) s and (300, 276) s
+    _add_labels(
+        tmp_path / first.name / "Labels-v2.json",
+        ("1 - 03:03", "Corner", 183_000),  # exactly at the end: no feature row
+        ("2 - 04:05", "Goal", 245_000),
+    )
+    _add_labels(tmp_path / second.name / "Labels-v2.json", ("2 - 05:35", "Foul", 335_999))
+    with caplog.at_level(logging.WARNING, logger="astra.data.dataset"):
+        halves = load_split(
+            DataRoots.single(dataset.root), "train", with_audio=False, require_labels=True, progress=False
+        )
+    warnings = [record.getMessage() for record in caplog.records if "past the end" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "3 labels" in warnings[0] and "2 game(s)" in warnings[0]
+    assert f"{first.name!r}: 2" in warnings[0] and f"{second.name!r}: 1" in warnings[0]
+    assert labels_past_end(halves) == {first.name: 2, second.name: 1}
+    # Kept in the annotations (the evaluator sees them), flagged for the training targets.
+    half = halves[1]
+    assert half.game == first.name and half.half == 2
+    assert half.annotations.position_ms[-1] == 245_000 and half.annotations.past_end.tolist()[-1]
+    assert not half.annotations.past_end[:-1].any()
+    assert 245_000 not in half.annotations.within_features().position_ms
+    assert halves[0].annotations.past_end.sum() == 1
+
+
+@pytest.mark.parametrize(("frames", "accepted"), [(6_000 * 9 // 10, True), (5_399, False), (500, False)])
+def test_audio_must_cover_most_of_its_half(tmp_path: Path, small_game, frames: int, accepted: bool) -> None:
+    path = tmp_path / small_game.name / "audio1.npy"  # half 1 lasts 60 s
+    np.save(path, np.ones((128, frames), dtype=np.float32))
+    if accepted:
+        halves = load_game(DataRoots.single(tmp_path), small_game.name, with_audio=True, require_labels=True)
+        assert halves[0].audio_coverage == pytest.approx(frames / 6_000)
+        assert halves[1].audio_coverage == pytest.approx(6_480 / 6_500)
+        return
+    with pytest.raises(DataError, match="covers") as error:
+        _open(tmp_path, small_game.name)
+    message = str(error.value)
+    assert str(path) in message and f"lasts {frames / 100:g} s" in message and "60 s" in message
+    assert f"{MIN_AUDIO_COVERAGE:.0%}" in message
 
 
 @pytest.mark.parametrize(
@@ -310,6 +372,24 @@ def test_check_data_passes_a_clean_dataset(tiny_dataset, capsys: pytest.CaptureF
         assert f"split {split}: {len(games)} games, {2 * len(games)} halves" in out
     assert "'Drop ball': 1" in out and "no problems found" in out
     assert "not shown" in out
+    # Game 1 of train: half 2 has 239.7 s of audio for 241 s of features.
+    train = out[: out.index("split valid")]
+    assert f"1 of 2 halves; the shortest covers {23_970 / 24_100:.1%} of its half" in train
+    assert str(tiny_dataset.root / tiny_dataset.splits["train"][0] / "audio2.npy") in train
+    assert "labels past the end of their half (within 60 s; scored in evaluation, not trained on): 0" in out
+
+
+def test_check_data_reports_labels_a_little_past_the_end(
+    tmp_path: Path, make_tiny_dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = make_tiny_dataset(tmp_path, with_audio=False)
+    game = dataset.splits["valid"][0]  # half 2 lasts 276 s
+    _add_labels(
+        tmp_path / game / "Labels-v2.json", ("2 - 04:40", "Goal", 280_000), ("2 - 04:50", "Foul", 290_000)
+    )
+    assert _check_data("--data", str(tmp_path), "--no-audio", "--split", "valid") == 0
+    out = capsys.readouterr().out
+    assert f"not trained on): 2 in 1 games ({game!r}: 2)" in out and "no problems found" in out
 
 
 def test_check_data_lists_every_problem(
