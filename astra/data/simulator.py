@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from astra.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, PAPER_CLASS_COUNTS
 from astra.data.labels import LABELS_FILENAME, game_time
 from astra.data.splits import OFFICIAL_SPLITS, SPLITS_FILENAME
+from astra.files import atomic_write
 from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, AUDIO_REFERENCE_POWER, FEATURES_PATTERN
 from astra.layout import NUM_MELS as MEL_BINS
 
@@ -941,10 +941,8 @@ def _write_features(
     after_lag = np.array([_TRAITS[n].aftermath[0] for n in CLASSES])
     after_width = np.array([_TRAITS[n].aftermath[1] for n in CLASSES])
     marks = sorted(half.marks)
-    with _atomic(path) as temporary:
-        array = np.lib.format.open_memmap(
-            temporary, mode="w+", dtype=np.float32, shape=(rows, config.feature_dim)
-        )
+    with atomic_write(path, "w+b") as file:
+        array = _open_npy(file, (rows, config.feature_dim))
         for start in range(0, rows, CHUNK_SECONDS):
             stop = min(rows, start + CHUNK_SECONDS)
             block = rng.standard_normal((stop - start, config.feature_dim), dtype=np.float32)
@@ -1020,8 +1018,8 @@ def _write_audio(path: Path, half: _HalfPlan, rng: np.random.Generator) -> int:
         rng, murmur_seconds, 1, math.exp(-1.0 / _MURMUR_CORRELATION_SECONDS)
     )[:, 0].astype(np.float64)
     chunk = CHUNK_SECONDS * AUDIO_FRAMES_PER_SECOND
-    with _atomic(path) as temporary:
-        array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(MEL_BINS, frames))
+    with atomic_write(path, "w+b") as file:
+        array = _open_npy(file, (MEL_BINS, frames))
         for start in range(0, frames, chunk):
             stop = min(frames, start + chunk)
             times = (np.arange(start, stop) + 0.5) / AUDIO_FRAMES_PER_SECOND
@@ -1061,20 +1059,24 @@ def _write_audio(path: Path, half: _HalfPlan, rng: np.random.Generator) -> int:
 # --- Files ----------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in the same folder; on success it replaces ``path`` in one step."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+def _open_npy(file: BinaryIO, shape: tuple[int, int]) -> np.memmap:
+    """A float32 ``.npy`` of ``shape`` in the open ``file`` (read-write), mapped for writing in chunks.
+
+    The same bytes as ``np.lib.format.open_memmap``, which needs a file name where
+    ``astra.files.atomic_write`` gives an open file.
+    """
+    dtype = np.dtype(np.float32)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(file, header)
+    offset = file.tell()
+    file.truncate(offset + dtype.itemsize * math.prod(shape))
+    file.flush()
+    return np.memmap(file, dtype=dtype, mode="r+", offset=offset, shape=shape)
 
 
 def _write_json(path: Path, document: object) -> int:
-    with _atomic(path) as temporary:
-        temporary.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    with atomic_write(path) as file:
+        file.write((json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return path.stat().st_size
 
 
