@@ -1,26 +1,106 @@
-"""From a trained model to per-position outputs and detections.
+"""From a checkpoint to per-position outputs: library functions that ``astra predict``, training's
+validation, the search and the ensembles call.
 
-Pure functions around the network: slide windows over a half
-(``inference_stride_seconds``), run the model, aggregate the window outputs into
-the per-position output of the half (``[frames at 2 fps, 17]``, the array that
-ensembles average), then Soft-NMS turns per-position outputs into detections.
+``load_for_inference`` rebuilds the model of a checkpoint (its weight average when the run
+kept one). ``predict_half`` slides windows over a half (``clips.inference_stride_seconds``),
+runs the model and aggregates the window outputs into the per-position output of the half
+(``[frames at 2 fps, 17]``, the array that ensembles average); ``predict_games`` does it game
+by game over a split. Decoding (Soft-NMS) and scoring are numpy-only: ``astra.postprocess``
+and ``astra.evaluation.score_outputs``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from astra.classes import FRAMES_PER_SECOND
-from astra.config import ClipConfig, InferenceConfig
+from astra.config import ClipConfig, ConfigError, ExperimentConfig, InferenceConfig, config_from_dict, replace
 from astra.data.clips import inference_window_starts, slice_audio_frames, slice_clips, usable_audio
 from astra.data.dataset import AUDIO_FRAMES_PER_SECOND, DataError, Half, non_finite_message
 from astra.data.labels import Annotations
+from astra.model import AstraModel, build_model
 from astra.model.audio import clamp_dynamic_range, power_to_db
 from astra.postprocess.aggregation import aggregate_windows
-from astra.postprocess.nms import Detections, hard_nms, soft_nms
+from astra.training import checkpoint
+
+
+def load_for_inference(
+    path: str | Path,
+    *,
+    inference: Mapping[str, Any] | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[AstraModel, ExperimentConfig]:
+    """The model of checkpoint ``path`` in eval mode on ``device``, and its config.
+
+    ``inference`` updates the checkpoint's ``inference.*`` settings (``{"inference.nms": "hard"}``,
+    dotted paths; nothing else may change at prediction time). The weights are the weight
+    average when the run kept one (``train.ema_decay``). Errors name the file.
+    """
+    path = Path(path)
+    saved = checkpoint.load(path)
+    try:
+        config = config_from_dict(saved["config"], source="config")
+    except ConfigError as error:
+        raise checkpoint.CheckpointError(f"{path}: the config stored in this checkpoint: {error}") from None
+    updates = dict(inference or {})
+    others = sorted(key for key in updates if not key.startswith("inference."))
+    if others:
+        raise ConfigError(f"{others[0]}: only inference.* settings can change at prediction time")
+    config = replace(config, updates)
+    device = torch.device(device) if device is not None else default_device()
+    model = build_model(config.model, config.clips, load_pretrained=False)  # the checkpoint holds them
+    checkpoint.load_weights(model, checkpoint.inference_weights(saved), path)
+    return model.to(device).eval(), config
+
+
+def default_device() -> torch.device:
+    """CUDA when a GPU is visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def predict_games(
+    model: torch.nn.Module,
+    halves: Sequence[Half],
+    config: ExperimentConfig,
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    autocast_dtype: torch.dtype | None = None,
+) -> Iterator[tuple[str, dict[int, np.ndarray]]]:
+    """``(game, {half: [frames, 17]})`` for each game of ``halves``, in first-seen order.
+
+    One game at a time, so that a split's outputs need not all be in memory.
+    """
+    for game, game_halves in group_by_game(halves).items():
+        yield game, {
+            h.half: predict_half(
+                model, h, config.clips, config.inference, with_audio=config.model.use_audio,
+                device=device, batch_size=batch_size, autocast_dtype=autocast_dtype,
+            )
+            for h in game_halves
+        }  # fmt: skip
+
+
+def predict_split(
+    model: torch.nn.Module,
+    halves: Sequence[Half],
+    config: ExperimentConfig,
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, dict[int, np.ndarray]]:
+    """``{game: {half: [frames at 2 fps, 17]}}``: the per-position outputs of every game of ``halves``."""
+    return dict(
+        predict_games(
+            model, halves, config, device=device, batch_size=batch_size, autocast_dtype=autocast_dtype
+        )
+    )
 
 
 def num_frames_of(half: Half) -> int:
@@ -96,26 +176,6 @@ def half_decibels(half: Half, chunk_frames: int = 60 * AUDIO_FRAMES_PER_SECOND) 
             raise DataError(non_finite_message(half.audio_path, frame // AUDIO_FRAMES_PER_SECOND, frame))
         decibels[:, first:stop] = power_to_db(torch.from_numpy(power)).numpy()
     return decibels
-
-
-def detect(per_position: np.ndarray, inference: InferenceConfig) -> Detections:
-    """Soft-NMS (or hard NMS) with the per-class windows of ``inference``."""
-    if inference.nms == "soft":
-        return soft_nms(
-            per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold
-        )
-    if inference.nms == "hard":
-        return hard_nms(
-            per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold
-        )
-    raise ValueError(f"inference.nms: unknown NMS {inference.nms!r}")
-
-
-def detections_to_dense(detections: Detections, num_frames: int, num_classes: int) -> np.ndarray:
-    """Detections as the evaluator's dense form: ``[num_frames, C]``, -1 where nothing was kept."""
-    dense = np.full((num_frames, num_classes), -1.0, dtype=np.float32)
-    dense[detections.frame, detections.class_index] = detections.score
-    return dense
 
 
 def group_by_game(halves: Iterable[Half]) -> dict[str, list[Half]]:

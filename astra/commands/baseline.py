@@ -17,20 +17,16 @@ import argparse
 from pathlib import Path
 
 from astra.baseline_config import BaselineConfig
+from astra.commands.arguments import add_data_arguments, data_roots
 
 HELP = "fit a ridge-regression baseline and write predictions for a split"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", type=Path, required=True, help="dataset root: labels (and features unless --features-root)"
-    )
+    add_data_arguments(parser, audio=False)
     parser.add_argument("--split", required=True, help="split to predict (test, challenge, ...)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results and predictions.zip")
     parser.add_argument("--train-split", default="train", help="split to fit on (default: train)")
-    parser.add_argument(
-        "--features-root", type=Path, default=None, help="visual features root (default: --data)"
-    )
     parser.add_argument(
         "--context-seconds",
         type=int,
@@ -56,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from astra.baseline import run_baseline
-    from astra.data.dataset import DataRoots
+    from astra.config import DataConfig
 
     config = BaselineConfig(
         context_seconds=args.context_seconds,
@@ -64,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         ridge=args.ridge,
         seed=args.seed,
     )
-    roots = DataRoots(labels=args.data, features=args.features_root or args.data, audio=args.data)
+    roots = data_roots(args, DataConfig())
     results = run_baseline(
         roots,
         args.split,

@@ -1,9 +1,11 @@
 """Run a trained model over a split: per-position outputs, detections, a submission.
 
-Writes, under --out:
-  per_position/<game>/per_position.npz   scores [frames at 2 fps, 17] per half, float16 (before NMS)
+Writes, under --out (a folder holds one split's prediction; another split there is refused
+unless --overwrite):
+  per_position/<game>/per_position.npz       scores [frames at 2 fps, 17] per half, float16 (before NMS)
   predictions/<game>/results_spotting.json   the official format, after Soft-NMS
-  predictions.zip                             the same tree, zipped (a challenge submission)
+  predictions.zip                            the same tree, zipped (a challenge submission)
+  prediction.json                            the split, its games, the checkpoint, the NMS windows
 
 Then score it:  astra evaluate --labels DATA --predictions OUT/predictions.zip --split test
 """
@@ -11,6 +13,8 @@ Then score it:  astra evaluate --labels DATA --predictions OUT/predictions.zip -
 from __future__ import annotations
 
 import argparse
+
+from astra.commands.arguments import add_data_arguments, data_roots
 
 HELP = "predict a split with a checkpoint: per-position outputs, results_spotting.json, zip"
 
@@ -21,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="a best.pt or last.pt written by astra train (with train.ema_decay: the weight average)",
     )
-    parser.add_argument("--data", required=True, help="dataset root")
+    add_data_arguments(parser)
     parser.add_argument("--split", required=True, help="split to predict (test, challenge, valid, ...)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace a prediction of another split")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("overrides", nargs="*", metavar="inference.key=value", help="inference overrides")
@@ -33,54 +38,34 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import torch
-    from tqdm import tqdm
 
-    from astra import per_position
-    from astra.config import config_from_dict, replace
-    from astra.data.dataset import DataRoots, load_split
-    from astra.inference import detect, group_by_game, predict_half
-    from astra.model import build_model
-    from astra.postprocess.nms import detections_to_spots
-    from astra.submission import Spots, write_submission
-    from astra.training import checkpoint
+    from astra.config import parse_overrides
+    from astra.data.dataset import load_split
+    from astra.inference import load_for_inference, predict_games
+    from astra.prediction import check_target, write_prediction
+    from astra.progress import progress
 
     torch.set_flush_denormal(True)  # as in training: denormal attention weights are slow on the CPU
-    saved = checkpoint.load(args.checkpoint)
-    config = config_from_dict(saved["config"])
-    updates = {}
-    for override in args.overrides:
-        key, _, value = override.partition("=")
-        if not key.startswith("inference."):
-            raise ValueError(
-                f"override {override!r}: only inference.* settings can change at prediction time"
-            )
-        import yaml
-
-        updates[key] = yaml.safe_load(value)
-    config = replace(config, updates)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_model(config.model, config.clips, load_pretrained=False)  # the checkpoint holds them
-    model.load_state_dict(checkpoint.inference_weights(saved))  # the weight average if the run kept one
-    model.to(device).eval()
-
-    roots = DataRoots.single(
-        args.data, features_pattern=config.data.features_filename, audio_pattern=config.data.audio_filename
+    check_target(Path(args.out), args.split, overwrite=args.overwrite)  # before any work
+    updates = parse_overrides(args.overrides)
+    model, config = load_for_inference(args.checkpoint, inference=updates, device=args.device)
+    halves = load_split(
+        data_roots(args, config.data), args.split, with_audio=config.model.use_audio, require_labels=False
     )
-    halves = load_split(roots, args.split, with_audio=config.model.use_audio, require_labels=False)
-    out = Path(args.out)
-    results: dict[str, Spots] = {}
-    for game, game_halves in tqdm(group_by_game(halves).items(), desc="predict", unit="game"):
-        outputs = {
-            h.half: predict_half(
-                model, h, config.clips, config.inference, with_audio=config.model.use_audio,
-                device=device, batch_size=args.batch_size,
-            )
-            for h in game_halves
-        }  # fmt: skip
-        per_position.write_game(out / "per_position", game, outputs)
-        results[game] = Spots.concatenate(
-            [detections_to_spots(detect(scores, config.inference), half) for half, scores in outputs.items()]
-        )
-    write_submission(out / "predictions", results, zip_path=out / "predictions.zip")
-    print(f"{len(results)} games -> {out / 'predictions.zip'}")
+    device = next(model.parameters()).device
+    games = progress(
+        predict_games(model, halves, config, device=device, batch_size=args.batch_size),
+        desc="predict",
+        unit="game",
+        total=len(halves) // 2,
+    )
+    prediction = write_prediction(
+        args.out,
+        args.split,
+        games,
+        config.inference,
+        source={"checkpoint": str(Path(args.checkpoint).resolve())},
+        overwrite=args.overwrite,
+    )
+    print(f"{len(prediction.games)} games of split {args.split!r} -> {prediction.zip_path}")
     return 0

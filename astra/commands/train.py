@@ -6,13 +6,16 @@ Examples:
   astra train --config configs/small.yaml --config configs/ablations/m4.yaml --data D --out O train.epochs=5
 
 Later --config files override earlier ones; trailing section.key=value pairs override both.
-A run resumes from OUT/checkpoints/last.pt when it exists. Metrics go to the
+A run resumes from OUT/checkpoints/last.pt when it exists; a folder that holds another run
+(another config, other data or splits) is refused unless --restart. Metrics go to the
 console and to OUT/tensorboard (tensorboard --logdir OUT).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from astra.commands.arguments import add_data_arguments, data_roots
 
 HELP = "train a model (plain, or on Ray Train workers with --workers)"
 
@@ -21,11 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)"
     )
-    parser.add_argument("--data", required=True, help="dataset root (labels, features and audio)")
-    parser.add_argument("--features-root", help="features root, if not under --data")
-    parser.add_argument("--audio-root", help="audio root, if not under --data")
+    add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="run folder: checkpoints, config.yaml, tensorboard")
     parser.add_argument("--seed", type=int, help="random seed (same as train.seed=S)")
+    parser.add_argument(
+        "--restart", action="store_true", help="delete the checkpoints in --out and start the run over"
+    )
     parser.add_argument(
         "--workers", type=int, default=0,
         help="Ray Train workers (DDP); 0 runs in this process without Ray (default)",
@@ -37,26 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from astra.config import load_config
-    from astra.data.dataset import DataRoots
 
     overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
     config = load_config(args.config, overrides)
-    roots = DataRoots.single(
-        args.data, features_pattern=config.data.features_filename, audio_pattern=config.data.audio_filename
-    )
-    if args.features_root or args.audio_root:
-        from pathlib import Path
-
-        roots = DataRoots(
-            roots.labels,
-            Path(args.features_root or args.data),
-            Path(args.audio_root or args.data),
-            roots.features_pattern,
-            roots.audio_pattern,
-        )
+    roots = data_roots(args, config.data)
     if args.workers > 0:
         from astra.training.ray_train import train_with_ray
+        from astra.training.run_folder import RunFolder
 
+        folder = RunFolder(args.out)
+        folder.claim(config, roots, restart=args.restart)  # refused here, before Ray starts
         result = train_with_ray(
             config, roots, args.out, num_workers=args.workers, use_gpu=args.gpu, name=args.name
         )
@@ -64,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from astra.training.loop import fit
 
-    result = fit(config, roots, args.out)
+    result = fit(config, roots, args.out, restart=args.restart)
     print(
         f"best valid tight a-mAP {result.best_valid_tight_a_map:.4f} at epoch {result.best_epoch} "
         f"({result.epochs_run} epochs); checkpoints in {result.checkpoint_dir}"

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from astra.classes import CLASSES
+from astra.config import DataConfig
 from astra.data.labels import LABELS_FILENAME, Annotations, LabelsError, game_time, read_labels
 from astra.data.splits import games_of_split
 from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, FEATURES_PATTERN, HALVES, NUM_MELS
@@ -88,6 +89,26 @@ class DataRoots:
         """All three roots in one folder, as the SoccerNet downloader and ``astra synth`` write them."""
         root = Path(root)
         return cls(root, root, root, features_pattern, audio_pattern)
+
+    @classmethod
+    def from_config(
+        cls,
+        data: str | Path,
+        config: DataConfig,
+        *,
+        features_root: str | Path | None = None,
+        audio_root: str | Path | None = None,
+    ) -> DataRoots:
+        """The roots every command and the search use: labels under ``data``, features and audio
+        there too unless given apart, file names from ``config`` (``data.features_filename``, ...)."""
+        data = Path(data)
+        return cls(
+            labels=data,
+            features=Path(features_root) if features_root is not None else data,
+            audio=Path(audio_root) if audio_root is not None else data,
+            features_pattern=config.features_filename,
+            audio_pattern=config.audio_filename,
+        )
 
     def labels_file(self, game: str) -> Path:
         return self.labels / game / LABELS_FILENAME

@@ -2,7 +2,8 @@
 
 ``evaluate_spots`` and ``evaluate_dense`` score in-memory predictions (inside training
 and search); ``evaluate_files`` scores a predictions folder or submission zip against
-the label files, as ``astra evaluate`` does.
+the label files, as ``astra evaluate`` does; ``score_outputs`` decodes per-position outputs
+with an inference config (NMS and its windows) and scores them.
 """
 
 from astra.evaluation.average_map import (
@@ -14,13 +15,16 @@ from astra.evaluation.average_map import (
     evaluate_files,
     evaluate_spots,
 )
+from astra.evaluation.outputs import Outputs, score_outputs
 
 __all__ = [
     "METRICS",
     "AverageMAP",
     "EvaluationError",
+    "Outputs",
     "deltas_of_metric",
     "evaluate_dense",
     "evaluate_files",
     "evaluate_spots",
+    "score_outputs",
 ]

@@ -5,6 +5,7 @@ that evaluation, ensembling and search can use this package without torch.
 """
 
 from astra.postprocess.aggregation import AggregationError, aggregate_windows
+from astra.postprocess.decode import decode_game, dense_detections, detect, detections_to_dense
 from astra.postprocess.nms import Detections, NMSError, detections_to_spots, hard_nms, soft_nms
 
 __all__ = [
@@ -12,6 +13,10 @@ __all__ = [
     "Detections",
     "NMSError",
     "aggregate_windows",
+    "decode_game",
+    "dense_detections",
+    "detect",
+    "detections_to_dense",
     "detections_to_spots",
     "hard_nms",
     "soft_nms",

@@ -28,14 +28,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
 from astra.classes import FRAMES_PER_SECOND
-
-if TYPE_CHECKING:
-    from astra.submission import Spots
+from astra.submission import Spots
 
 Decay = Literal["pow2", "linear", "sqrt"]
 DECAYS: tuple[str, ...] = ("pow2", "linear", "sqrt")
@@ -110,8 +108,6 @@ def detections_to_spots(
     detections: Detections, half: int, frames_per_second: float = FRAMES_PER_SECOND
 ) -> Spots:
     """The detections of one half as ``astra.submission.Spots``, ready for ``write_submission``."""
-    from astra.submission import Spots
-
     return Spots.from_frames(
         half,
         detections.frame,

@@ -6,6 +6,13 @@ Average-mAP, a checkpoint per epoch (``last.pt``, plus ``best.pt`` on a new best
 resume from the last checkpoint. Under ``torch.distributed`` (Ray Train sets it
 up) the model is wrapped in DDP, each worker trains on its shard of the epoch's
 clips, validation halves are split across workers and gathered on rank 0.
+
+It reads as its steps: the run folder is claimed (``astra.training.run_folder``: one
+run per folder, refused before any data loads), the data is opened, the training
+session is built or restored (:class:`TrainingSession`: everything a resumed run
+needs, saved and restored by one ``state_dict`` / ``load_state_dict`` pair), then each
+epoch trains (:func:`train_epoch`), validates when due (:func:`validate`), records the
+early-stopping state (:class:`EpochRecord`), saves and reports.
 """
 
 from __future__ import annotations
@@ -20,31 +27,29 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
-from astra.augment.mixup import build_mixup
+from astra.augment.mixup import Mixup, build_mixup
 from astra.classes import NUM_CLASSES
 from astra.config import ConfigError, ExperimentConfig
 from astra.data.dataset import DataRoots, Half, load_split
-from astra.evaluation.average_map import evaluate_dense
-from astra.files import atomic_write
-from astra.inference import (
-    detect,
-    detections_to_dense,
-    game_annotations,
-    num_frames_of,
-    predict_half,
-)
+from astra.evaluation.outputs import score_outputs
+from astra.inference import game_annotations, predict_half
 from astra.losses import total_loss
-from astra.model import build_model
-from astra.training import checkpoint
+from astra.model import AstraModel, build_model
+from astra.progress import progress as progress_bar
+from astra.training.checkpoint import load as load_checkpoint
 from astra.training.clip_dataset import ClipDataset, epoch_plan, shard
+from astra.training.run_folder import RunFolder
 from astra.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
 # reporter(metrics, checkpoint_dir or None): called once per epoch on every worker.
 Reporter = Callable[[dict[str, float], Path | None], None]
+
+
+class DivergenceError(ValueError):
+    """The training loss became NaN or infinite; the message says when and what to try."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,21 @@ class FitResult:
     checkpoint_dir: Path
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where this process trains: its rank among the workers, its device and precision."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    batch_per_worker: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
 def fit(
     config: ExperimentConfig,
     roots: DataRoots,
@@ -66,200 +86,348 @@ def fit(
     resume_from: str | Path | None = None,
     device: torch.device | None = None,
     progress: bool = True,
+    restart: bool = False,
 ) -> FitResult:
     """Train one model on ``config.data.train_split``, select it on ``valid_split``.
 
-    Writes ``out_dir/checkpoints/{last,best}.pt``, ``out_dir/config.yaml`` and
-    TensorBoard events under ``out_dir/tensorboard``. Resumes from ``resume_from``
-    (a checkpoint file) or, when it exists, ``out_dir/checkpoints/last.pt``.
+    Writes ``out_dir/checkpoints/{last,best}.pt``, ``out_dir/config.yaml``, ``out_dir/run.json``
+    (what defines the run) and TensorBoard events under ``out_dir/tensorboard``. Resumes from
+    ``resume_from`` (a checkpoint file) or, when it exists, ``out_dir/checkpoints/last.pt``;
+    a folder that holds another run is refused (``restart`` clears it and starts over).
     """
-    out_dir = Path(out_dir)
-    if config.train.validate_every_epochs < 1:
-        raise ConfigError(
-            f"train.validate_every_epochs must be 1 or more, got {config.train.validate_every_epochs}"
-        )
-    rank, world_size = _rank_and_world()
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _seed_everything(config.train.seed + rank)
+    placement = _placement(config, device)
+    folder = RunFolder(out_dir)
+    resume_path = Path(resume_from) if resume_from else folder.last
+    # Refused before any data loads: an unusable folder, another run's files, a torn save.
+    folder.claim(config, roots, resume_path=resume_path, restart=restart, write=placement.is_main)
+    _seed_everything(config.train.seed + placement.rank)
     # Attention under a steep locality bias leaves weights like e^-90: denormal floats, which the
     # CPU handles many times slower. Flushed to zero, a small-preset step takes 0.137 s instead of
     # 0.244 s on one thread (BENCHMARKS.md); nothing above 1e-38 changes.
     torch.set_flush_denormal(True)
-    autocast_dtype = _autocast_dtype(config.train.mixed_precision, device)
-    batch_per_worker = _batch_per_worker(config.train.batch_size, world_size)
-    with_audio = config.model.use_audio
 
-    train_halves = load_split(
-        roots, config.data.train_split, with_audio=with_audio, require_labels=True, progress=False
-    )
-    valid_halves = load_split(
-        roots, config.data.valid_split, with_audio=with_audio, require_labels=True, progress=False
-    )
-    _check_feature_dims(config, train_halves + valid_halves)
-
-    checkpoints = out_dir / "checkpoints"
-    resume_path = Path(resume_from) if resume_from else checkpoints / checkpoint.LAST
-    # Pretrained VGGish weights matter only for a fresh run: a checkpoint holds the fine-tuned ones.
-    model = build_model(config.model, config.clips, load_pretrained=not resume_path.is_file()).to(device)
-    if model.visual_whitening is not None and not resume_path.is_file():
-        # Fitted once on the training split; a resumed run restores it from the checkpoint.
-        if rank == 0:
-            seconds = sum(h.num_seconds for h in train_halves)
-            log.info("fitting the feature whitening on %d s of split %r", seconds, config.data.train_split)
-        model.visual_whitening.fit_features([h.features for h in train_halves])
-    core = model
-    if world_size > 1:
-        # The model's buffers (whitening statistics, attention masks) are fixed: synced once when
-        # DDP starts, not re-sent at every forward pass (tens of MB at the paper's sizes).
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
-    optimizer = torch.optim.Adam(
-        model.parameters(),
-        lr=config.train.learning_rate,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=config.train.weight_decay,
-        amsgrad=True,
-        # One fused kernel per step instead of a dozen passes over the weights: the same
-        # update, several times cheaper on the CPU for the paper preset (BENCHMARKS.md).
-        fused=True,
-    )
-    steps_per_epoch = _steps_per_epoch(train_halves, config, world_size, batch_per_worker)
-    scheduler = warmup_cosine(
-        optimizer, config.train.warmup_epochs * steps_per_epoch, config.train.epochs * steps_per_epoch
-    )
-    ema = _weight_average(core, config.train.ema_decay)
-    mixup_generator = torch.Generator(device="cpu").manual_seed(config.train.seed * 1000 + rank)
-    mixup = build_mixup(config.augment, NUM_CLASSES, generator=mixup_generator)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-
-    state = _TrainingState()
+    train_halves, valid_halves = load_training_data(config, roots)
+    session = TrainingSession.build(config, train_halves, placement, resume=resume_path.is_file())
     if resume_path.is_file():
-        # On the CPU: the random generators' states must stay CPU byte tensors (a GPU-mapped one is
-        # refused), and load_state_dict copies weights and optimizer state onto the model's device.
-        saved = checkpoint.load(resume_path, map_location="cpu")
-        core.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        mixup.load_state_dict(saved["mixup"])
-        mixup_generator.set_state(saved["mixup_generator"])
-        if ema is not None:
-            if "ema" not in saved:
-                raise ConfigError(f"{resume_path} holds no weight average: resume it with train.ema_decay=0")
-            ema.load_state_dict(saved["ema"])
-        state = _TrainingState.from_dict(saved["training"])
-        # Dropout, temporal dropout and switch draw from the global generator: restore it so
-        # that a resumed run continues exactly as an uninterrupted one.
-        torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in saved:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        log.info("resumed from %s after epoch %d", resume_path, state.epoch + 1)
-
-    writer = _tensorboard_writer(out_dir) if rank == 0 else None
-    if rank == 0:
-        _write_config(config, out_dir)
-        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(autocast_dtype, "fp32")
+        session.load_state_dict(load_checkpoint(resume_path, map_location="cpu"), source=resume_path)
+        log.info("resumed from %s after epoch %d", resume_path, session.record.epoch + 1)
+    writer = _tensorboard_writer(folder.root) if placement.is_main else None
+    if placement.is_main:
+        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(placement.autocast_dtype, "fp32")
         log.info(
             "training on %s (%s), %d worker(s), %d steps of %d clips per worker per epoch",
-            device, precision, world_size, steps_per_epoch, batch_per_worker,
+            placement.device, precision, placement.world_size, session.steps_per_epoch,
+            placement.batch_per_worker,
         )  # fmt: skip
 
-    if state.finished(config):
+    if session.record.finished(config):
         # A resumed run with nothing left to do still reports, so that a scheduler sees its final metrics.
         if reporter is not None:
-            reporter(state.metrics, None)
-        return state.result(checkpoints)
+            reporter(session.record.metrics, None)
+        return session.record.result(folder.checkpoints)
 
-    for epoch in range(state.epoch + 1, config.train.epochs):
-        started = time.perf_counter()
-        plan = shard(
-            epoch_plan(
-                train_halves,
-                config.clips,
-                seed=config.train.seed,
-                epoch=epoch,
-                max_clips=config.train.clips_per_epoch,
-            ),
-            rank,
-            world_size,
-            batch_per_worker,
-        )
-        model.train()
-        train_loss, parts = _train_one_epoch(
-            model, core, mixup, optimizer, scheduler, scaler, train_halves, plan, config, ema=ema,
-            batch_per_worker=batch_per_worker, device=device, autocast_dtype=autocast_dtype,
-            progress=progress and rank == 0, description=f"epoch {epoch + 1}/{config.train.epochs}",
-        )  # fmt: skip
-        model.eval()
-        evaluated = core if ema is None else ema.module  # what validation and best.pt see
-        evaluated.eval()
-        every = config.train.validate_every_epochs
-        if (epoch + 1) % every == 0 or epoch + 1 == config.train.epochs:
-            valid = validate(evaluated, valid_halves, config, device=device, autocast_dtype=autocast_dtype)
-            state.record(epoch, valid, config.train.patience_epochs)
-        else:  # not validated: the metrics carry the last validation's score
-            state.record(epoch, None, config.train.patience_epochs)
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            **{f"train_{name}": value for name, value in parts.items()},
-            "valid_tight_a_map": state.last_valid,
-            "validated": float(state.last_valid_epoch == epoch),
-            "best_valid_tight_a_map": state.best,
-            "learning_rate": scheduler.get_last_lr()[0],
-            "epoch_seconds": time.perf_counter() - started,
-        }
-        state.metrics = metrics
-        checkpoint_dir = None
-        if rank == 0:
-            saved_state = {
-                "model": core.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "mixup": mixup.state_dict(),
-                "mixup_generator": mixup_generator.get_state(),
-                "training": state.to_dict(),
-                "config": config.to_dict(),
-                "torch_rng": torch.get_rng_state(),
-            }
-            if ema is not None:
-                saved_state["ema"] = ema.state_dict()
-            if device.type == "cuda":
-                saved_state["cuda_rng"] = torch.cuda.get_rng_state(device)
-            checkpoint.save_atomic(saved_state, checkpoints / checkpoint.LAST)
-            if state.best_epoch == epoch:
-                checkpoint.save_atomic(
-                    {
-                        "model": evaluated.state_dict(),
-                        "config": config.to_dict(),
-                        "training": state.to_dict(),
-                    },
-                    checkpoints / checkpoint.BEST,
-                )
-            checkpoint_dir = checkpoints
-            assert writer is not None
-            for name, value in metrics.items():
-                if name != "valid_tight_a_map" or metrics["validated"]:  # no stale points in the curve
-                    writer.add_scalar(name, value, epoch + 1)
-            writer.flush()
-            validated = f"{state.last_valid:.4f}" if metrics["validated"] else "-     "
-            log.info(
-                "epoch %d/%d  loss %.4f  valid tight a-mAP %s  (best %.4f at epoch %d)  %.0f s",
-                epoch + 1, config.train.epochs, train_loss, validated, state.best, state.best_epoch + 1,
-                metrics["epoch_seconds"],
+    try:
+        for epoch in range(session.record.epoch + 1, config.train.epochs):
+            started = time.perf_counter()
+            description = f"epoch {epoch + 1}/{config.train.epochs}"
+            train_loss, parts = train_epoch(
+                session, train_halves, config, epoch, show_progress=progress and placement.is_main,
+                description=description,
             )  # fmt: skip
-        if reporter is not None:
-            reporter(metrics, checkpoint_dir)
-        if state.stopped:
-            if rank == 0:
-                log.info(
-                    "early stopping: no better validation a-mAP for %d epochs", config.train.patience_epochs
+            valid = None
+            if _validation_due(config, epoch):
+                valid = validate(
+                    session.evaluated_model(), valid_halves, config, device=placement.device,
+                    autocast_dtype=placement.autocast_dtype,
+                )  # fmt: skip
+            session.record.update(epoch, valid, config.train.patience_epochs)
+            metrics = session.record.epoch_metrics(
+                train_loss, parts, session.learning_rate, time.perf_counter() - started
+            )
+            checkpoint_dir = None
+            if placement.is_main:
+                folder.save(
+                    session.state_dict(), session.best_state_dict() if session.record.is_best else None
                 )
-            break
-    if writer is not None:
-        writer.close()
-    return state.result(checkpoints)
+                checkpoint_dir = folder.checkpoints
+                _log_epoch(writer, metrics, config, session.record)
+            if reporter is not None:
+                reporter(metrics, checkpoint_dir)
+            if session.record.stopped:
+                if placement.is_main:
+                    log.info(
+                        "early stopping: no better validation a-mAP for %d epochs",
+                        config.train.patience_epochs,
+                    )
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+    return session.record.result(folder.checkpoints)
+
+
+def load_training_data(config: ExperimentConfig, roots: DataRoots) -> tuple[list[Half], list[Half]]:
+    """The halves of the training and validation splits, checked against the model's input widths."""
+    with_audio = config.model.use_audio
+    train = load_split(
+        roots, config.data.train_split, with_audio=with_audio, require_labels=True, progress=False
+    )
+    valid = load_split(
+        roots, config.data.valid_split, with_audio=with_audio, require_labels=True, progress=False
+    )
+    _check_input_widths(config, train + valid)
+    return train, valid
+
+
+class TrainingSession:
+    """Everything that changes while a model trains, with one ``state_dict`` / ``load_state_dict``.
+
+    The model (DDP-wrapped across workers) and its unwrapped core, the optimizer, the
+    schedule, the gradient scaler, the weight average, the mixup queue and its random
+    generator, and the early-stopping record. ``state_dict`` is what ``last.pt`` holds,
+    random-generator states included, so that a resumed run continues exactly as an
+    uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: ExperimentConfig,
+        placement: Placement,
+        core: AstraModel,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        ema: torch.optim.swa_utils.AveragedModel | None,
+        mixup: Mixup,
+        mixup_generator: torch.Generator,
+        steps_per_epoch: int,
+    ) -> None:
+        self.config = config
+        self.placement = placement
+        self.core = core
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.ema = ema
+        self.mixup = mixup
+        self.mixup_generator = mixup_generator
+        self.steps_per_epoch = steps_per_epoch
+        self.record = EpochRecord()
+
+    @classmethod
+    def build(
+        cls, config: ExperimentConfig, train_halves: Sequence[Half], placement: Placement, *, resume: bool
+    ) -> TrainingSession:
+        """A fresh session: the model initialised from the seed (its whitening fitted on
+        ``train_halves`` unless ``resume``: a checkpoint then holds it), the optimizer and the rest.
+
+        The order of construction is the order in which they draw from the random generators.
+        """
+        device = placement.device
+        # Pretrained VGGish weights matter only for a fresh run: a checkpoint holds the fine-tuned ones.
+        core = build_model(config.model, config.clips, load_pretrained=not resume).to(device)
+        if core.visual_whitening is not None and not resume:
+            if placement.is_main:
+                seconds = sum(h.num_seconds for h in train_halves)
+                log.info(
+                    "fitting the feature whitening on %d s of split %r", seconds, config.data.train_split
+                )
+            core.visual_whitening.fit_features([h.features for h in train_halves])
+        model: torch.nn.Module = core
+        if placement.world_size > 1:
+            # The model's buffers (whitening statistics, attention masks) are fixed: synced once when
+            # DDP starts, not re-sent at every forward pass (tens of MB at the paper's sizes).
+            model = torch.nn.parallel.DistributedDataParallel(
+                core, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+        optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=config.train.learning_rate,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=config.train.weight_decay,
+            amsgrad=True,
+            # One fused kernel per step instead of a dozen passes over the weights: the same
+            # update, several times cheaper on the CPU for the paper preset (BENCHMARKS.md).
+            fused=True,
+        )
+        steps_per_epoch = _steps_per_epoch(train_halves, config, placement)
+        scheduler = warmup_cosine(
+            optimizer, config.train.warmup_epochs * steps_per_epoch, config.train.epochs * steps_per_epoch
+        )
+        ema = _weight_average(core, config.train.ema_decay)
+        mixup_generator = torch.Generator(device="cpu").manual_seed(config.train.seed * 1000 + placement.rank)
+        mixup = build_mixup(config.augment, NUM_CLASSES, generator=mixup_generator)
+        scaler = torch.amp.GradScaler(device.type, enabled=placement.autocast_dtype == torch.float16)
+        return cls(
+            config=config, placement=placement, core=core, model=model, optimizer=optimizer,
+            scheduler=scheduler, scaler=scaler, ema=ema, mixup=mixup, mixup_generator=mixup_generator,
+            steps_per_epoch=steps_per_epoch,
+        )  # fmt: skip
+
+    def evaluated_model(self) -> torch.nn.Module:
+        """What validation, ``best.pt`` and predictions see: the weight average when the run keeps one."""
+        evaluated = self.core if self.ema is None else self.ema.module
+        return evaluated.eval()
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (``last.pt``)."""
+        state: dict[str, Any] = {
+            "model": self.core.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "mixup": self.mixup.state_dict(),
+            "mixup_generator": self.mixup_generator.get_state(),
+            "training": self.record.to_dict(),
+            "config": self.config.to_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.placement.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.placement.device)
+        return state
+
+    def best_state_dict(self) -> dict[str, Any]:
+        """The weights to predict with and the record that chose them (``best.pt``)."""
+        return {
+            "model": self.evaluated_model().state_dict(),
+            "config": self.config.to_dict(),
+            "training": self.record.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, source: Path) -> None:
+        """Restore what :meth:`state_dict` saved (``source`` names the file in errors).
+
+        On the CPU: the random generators' states must stay CPU byte tensors (a GPU-mapped one
+        is refused), and ``load_state_dict`` copies weights and optimizer state onto the device.
+        """
+        from astra.training.checkpoint import load_weights
+
+        load_weights(self.core, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.mixup.load_state_dict(state["mixup"])
+        self.mixup_generator.set_state(state["mixup_generator"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ConfigError(f"{source} holds no weight average: resume it with train.ema_decay=0")
+            self.ema.load_state_dict(state["ema"])
+        self.record = EpochRecord.from_dict(state["training"])
+        # Dropout, temporal dropout and switch draw from the global generator: restore it so
+        # that a resumed run continues exactly as an uninterrupted one.
+        torch.set_rng_state(state["torch_rng"])
+        device = self.placement.device
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def train_epoch(
+    session: TrainingSession,
+    halves: Sequence[Half],
+    config: ExperimentConfig,
+    epoch: int,
+    *,
+    show_progress: bool,
+    description: str,
+) -> tuple[float, dict[str, float]]:
+    """One epoch of training steps on this worker's shard; the mean loss and its parts."""
+    placement = session.placement
+    device = placement.device
+    plan = shard(
+        epoch_plan(
+            halves, config.clips, seed=config.train.seed, epoch=epoch, max_clips=config.train.clips_per_epoch
+        ),
+        placement.rank,
+        placement.world_size,
+        placement.batch_per_worker,
+    )
+    session.model.train()
+    loader = torch.utils.data.DataLoader(
+        ClipDataset(halves, plan, config.clips, with_audio=config.model.use_audio),
+        batch_size=placement.batch_per_worker,
+        shuffle=False,  # the plan is already shuffled, per seed and epoch
+        num_workers=config.train.loader_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=False,
+    )
+    total, count = 0.0, 0
+    part_totals: dict[str, float] = {}
+    bar = progress_bar(loader, desc=description, unit="step", enabled=show_progress, leave=False)
+    for features, audio, class_targets, displacement_targets in bar:
+        loss, parts = _train_step(
+            session, config, features.to(device, non_blocking=True), audio,
+            class_targets.to(device, non_blocking=True), displacement_targets.to(device, non_blocking=True),
+            description=description,
+        )  # fmt: skip
+        total += loss
+        count += 1
+        for name, value in parts.items():
+            part_totals[name] = part_totals.get(name, 0.0) + float(value)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    if count == 0:
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} leaves no full batch "
+            f"in an epoch of {len(plan)} clips"
+        )
+    return total / count, {name: value / count for name, value in part_totals.items()}
+
+
+def _train_step(
+    session: TrainingSession,
+    config: ExperimentConfig,
+    features: torch.Tensor,
+    audio: torch.Tensor,
+    class_targets: torch.Tensor,
+    displacement_targets: torch.Tensor,
+    *,
+    description: str,
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """Mixup, forward, loss, backward, optimizer and schedule step, weight-average update."""
+    device = session.placement.device
+    autocast_dtype = session.placement.autocast_dtype
+    # Reference order: audio to log-mel, then mixup of features, audio and targets (and
+    # the queue update), then the rest of the network. A model that pools its audio without
+    # temporal augmentation pools before mixup (the same mix, 32x less to mix and queue at 8 x 4).
+    log_mel = (
+        session.core.preprocess_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
+    )
+    features, log_mel, class_targets, displacement_targets = session.mixup(
+        features, log_mel, class_targets, displacement_targets
+    )
+    with torch.autocast(
+        device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+    ):
+        outputs = session.model(features, log_mel, audio_is_log_mel=True)
+    loss, parts = total_loss(
+        {name: value.float() for name, value in outputs.items()},
+        class_targets,
+        displacement_targets,
+        config.loss,
+        config.clips,
+        uncertainty=config.model.displacement_head == "uncertainty",
+    )
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"the training loss became {loss.item()} at {description}: lower train.base_learning_rate "
+            f"(now {config.train.base_learning_rate:g})"
+        )
+    session.optimizer.zero_grad(set_to_none=True)
+    session.scaler.scale(loss).backward()
+    session.scaler.step(session.optimizer)
+    session.scaler.update()
+    session.scheduler.step()
+    if session.ema is not None:
+        session.ema.update_parameters(session.core)
+    return loss.item(), parts
 
 
 @torch.no_grad()
@@ -273,38 +441,33 @@ def validate(
 ) -> float:
     """Tight Average-mAP of ``model`` on ``halves`` (the in-memory evaluator, no files).
 
-    Under torch.distributed the halves are split across workers and rank 0 scores them;
-    every worker returns the same value.
+    Under torch.distributed the halves are split across workers and gathered; every
+    worker returns the same value.
     """
     rank, world_size = _rank_and_world()
-    mine = list(range(rank, len(halves), world_size))
-    dense: dict[int, np.ndarray] = {}
-    for index in mine:
-        half = halves[index]
-        per_position = predict_half(
-            model, half, config.clips, config.inference, with_audio=config.model.use_audio,
+    outputs: dict[int, np.ndarray] = {}
+    for index in range(rank, len(halves), world_size):
+        outputs[index] = predict_half(
+            model, halves[index], config.clips, config.inference, with_audio=config.model.use_audio,
             device=device, autocast_dtype=autocast_dtype,
         )  # fmt: skip
-        dense[index] = detections_to_dense(
-            detect(per_position, config.inference), num_frames_of(half), NUM_CLASSES
-        )
     if world_size > 1:
         gathered: list[dict[int, np.ndarray]] = [{} for _ in range(world_size)]
-        dist.all_gather_object(gathered, dense)
-        dense = {k: v for part in gathered for k, v in part.items()}
-    by_game: dict[str, list[int]] = {}
+        dist.all_gather_object(gathered, outputs)
+        outputs = {k: v for part in gathered for k, v in part.items()}
+    by_game: dict[str, dict[int, np.ndarray]] = {}
+    halves_of: dict[str, list[Half]] = {}
     for index, half in enumerate(halves):
-        by_game.setdefault(half.game, []).append(index)
-    labels = {game: game_annotations([halves[i] for i in indices]) for game, indices in by_game.items()}
-    detections = {
-        game: [dense[i] for i in sorted(indices, key=lambda i: halves[i].half)]
-        for game, indices in by_game.items()
-    }
-    return float(evaluate_dense(labels, detections, metric="tight").a_mAP)
+        by_game.setdefault(half.game, {})[half.half] = outputs[index]
+        halves_of.setdefault(half.game, []).append(half)
+    labels = {game: game_annotations(game_halves) for game, game_halves in halves_of.items()}
+    return float(score_outputs(labels, by_game, config.inference, "tight").a_mAP)
 
 
 @dataclass
-class _TrainingState:
+class EpochRecord:
+    """Where a run stands: the last finished epoch, the best validation and early stopping."""
+
     epoch: int = -1  # last finished epoch (0-based)
     best: float = -1.0
     best_epoch: int = -1
@@ -313,7 +476,7 @@ class _TrainingState:
     last_valid: float = -1.0  # score of the last validation (train.validate_every_epochs)
     last_valid_epoch: int = -1
 
-    def record(self, epoch: int, valid: float | None, patience: int) -> None:
+    def update(self, epoch: int, valid: float | None, patience: int) -> None:
         """Epoch ``epoch`` is over; ``valid`` is its validation score, None when not validated.
 
         Early stopping is decided at validated epochs only, so that a run never stops before
@@ -326,6 +489,27 @@ class _TrainingState:
         if valid > self.best:
             self.best, self.best_epoch = valid, epoch
         self.stopped = epoch - self.best_epoch >= patience
+
+    @property
+    def is_best(self) -> bool:
+        """Whether the last finished epoch is the best so far (``best.pt`` is then written)."""
+        return self.best_epoch == self.epoch
+
+    def epoch_metrics(
+        self, train_loss: float, parts: dict[str, float], learning_rate: float, seconds: float
+    ) -> dict[str, float]:
+        """The metrics reported for the last finished epoch (and kept for a resumed run's report)."""
+        self.metrics = {
+            "epoch": self.epoch + 1,
+            "train_loss": train_loss,
+            **{f"train_{name}": value for name, value in parts.items()},
+            "valid_tight_a_map": self.last_valid,
+            "validated": float(self.last_valid_epoch == self.epoch),
+            "best_valid_tight_a_map": self.best,
+            "learning_rate": learning_rate,
+            "epoch_seconds": seconds,
+        }
+        return self.metrics
 
     def finished(self, config: ExperimentConfig) -> bool:
         return self.stopped or self.epoch + 1 >= config.train.epochs
@@ -345,93 +529,26 @@ class _TrainingState:
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> _TrainingState:
-        return cls(
-            values["epoch"], values["best"], values["best_epoch"], values["stopped"], values["metrics"],
-            # Checkpoints written before validate_every_epochs validated every epoch.
-            values.get("last_valid", (values["metrics"] or {}).get("valid_tight_a_map", values["best"])),
-            values.get("last_valid_epoch", values["epoch"]),
-        )  # fmt: skip
+    def from_dict(cls, values: dict[str, Any]) -> EpochRecord:
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__})
 
 
-def _train_one_epoch(
-    model: torch.nn.Module,
-    core: torch.nn.Module,
-    mixup: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    halves: Sequence[Half],
-    plan: np.ndarray,
-    config: ExperimentConfig,
-    *,
-    ema: torch.optim.swa_utils.AveragedModel | None,
-    batch_per_worker: int,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None,
-    progress: bool,
-    description: str,
-) -> tuple[float, dict[str, float]]:
-    loader = torch.utils.data.DataLoader(
-        ClipDataset(halves, plan, config.clips, with_audio=config.model.use_audio),
-        batch_size=batch_per_worker,
-        shuffle=False,  # the plan is already shuffled, per seed and epoch
-        num_workers=config.train.loader_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        persistent_workers=False,
-    )
-    uncertainty = config.model.displacement_head == "uncertainty"
-    total, count = 0.0, 0
-    part_totals: dict[str, float] = {}
-    bar = tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True)
-    for features, audio, class_targets, displacement_targets in bar:
-        features = features.to(device, non_blocking=True)
-        class_targets = class_targets.to(device, non_blocking=True)
-        displacement_targets = displacement_targets.to(device, non_blocking=True)
-        # Reference order: audio to log-mel, then mixup of features, audio and targets (and
-        # the queue update), then the rest of the network. A model that pools its audio without
-        # temporal augmentation pools before mixup (the same mix, 32x less to mix and queue at 8 x 4).
-        log_mel = (
-            core.preprocess_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
-        )
-        features, log_mel, class_targets, displacement_targets = mixup(
-            features, log_mel, class_targets, displacement_targets
-        )
-        with torch.autocast(
-            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-        ):
-            outputs = model(features, log_mel, audio_is_log_mel=True)
-        loss, parts = total_loss(
-            {name: value.float() for name, value in outputs.items()},
-            class_targets,
-            displacement_targets,
-            config.loss,
-            config.clips,
-            uncertainty=uncertainty,
-        )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {loss.item()} at {description}; lower the learning rate"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(core)
-        total += loss.item()
-        count += 1
-        for name, value in parts.items():
-            part_totals[name] = part_totals.get(name, 0.0) + float(value)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    if count == 0:
-        raise ConfigError(
-            f"train.batch_size={config.train.batch_size} leaves no full batch "
-            f"in an epoch of {len(plan)} clips"
-        )
-    return total / count, {name: value / count for name, value in part_totals.items()}
+def _validation_due(config: ExperimentConfig, epoch: int) -> bool:
+    """Every ``train.validate_every_epochs``-th epoch, and the last one."""
+    return (epoch + 1) % config.train.validate_every_epochs == 0 or epoch + 1 == config.train.epochs
+
+
+def _log_epoch(writer: Any, metrics: dict[str, float], config: ExperimentConfig, record: EpochRecord) -> None:
+    for name, value in metrics.items():
+        if name != "valid_tight_a_map" or metrics["validated"]:  # no stale points in the curve
+            writer.add_scalar(name, value, record.epoch + 1)
+    writer.flush()
+    validated = f"{record.last_valid:.4f}" if metrics["validated"] else "-     "
+    log.info(
+        "epoch %d/%d  loss %.4f  valid tight a-mAP %s  (best %.4f at epoch %d)  %.0f s",
+        record.epoch + 1, config.train.epochs, metrics["train_loss"], validated, record.best,
+        record.best_epoch + 1, metrics["epoch_seconds"],
+    )  # fmt: skip
 
 
 def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
@@ -445,8 +562,6 @@ def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_uti
     ``n = (10 decay - 1) / (1 - decay)`` on: 1,790 updates at 0.995.
     Buffers are not averaged: the model's (whitening statistics, attention masks) are constants.
     """
-    if not 0.0 <= decay < 1.0:
-        raise ConfigError(f"train.ema_decay must be in [0, 1), got {decay}")
     if decay == 0.0:
         return None
 
@@ -459,14 +574,15 @@ def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_uti
     return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=False)
 
 
-def _steps_per_epoch(halves: Sequence[Half], config: ExperimentConfig, world_size: int, batch: int) -> int:
+def _steps_per_epoch(halves: Sequence[Half], config: ExperimentConfig, placement: Placement) -> int:
     plan = epoch_plan(
         halves, config.clips, seed=config.train.seed, epoch=0, max_clips=config.train.clips_per_epoch
     )
-    return max(1, len(shard(plan, 0, world_size, batch)) // batch)
+    batch = placement.batch_per_worker
+    return max(1, len(shard(plan, 0, placement.world_size, batch)) // batch)
 
 
-def _check_feature_dims(config: ExperimentConfig, halves: Sequence[Half]) -> None:
+def _check_input_widths(config: ExperimentConfig, halves: Sequence[Half]) -> None:
     expected = sum(config.model.visual_dims)
     for half in halves:
         if half.feature_dim != expected:
@@ -475,12 +591,27 @@ def _check_feature_dims(config: ExperimentConfig, halves: Sequence[Half]) -> Non
                 f"{half.features_path} has {half.feature_dim} features per second; set model.visual_dims "
                 "to the sizes of the embeddings concatenated in the file"
             )
+        if half.audio is not None and half.audio.shape[0] != config.clips.mel_bins:
+            raise ConfigError(
+                f"clips.mel_bins is {config.clips.mel_bins}, but {half.audio_path} has "
+                f"{half.audio.shape[0]} mel bands"
+            )
 
 
-def _batch_per_worker(batch_size: int, world_size: int) -> int:
-    if batch_size % world_size:
-        raise ConfigError(f"train.batch_size={batch_size} does not split evenly over {world_size} workers")
-    return batch_size // world_size
+def _placement(config: ExperimentConfig, device: torch.device | None) -> Placement:
+    rank, world_size = _rank_and_world()
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.train.batch_size % world_size:
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} does not split evenly over {world_size} workers"
+        )
+    return Placement(
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        autocast_dtype=_autocast_dtype(config.train.mixed_precision, device),
+        batch_per_worker=config.train.batch_size // world_size,
+    )
 
 
 def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -506,10 +637,3 @@ def _tensorboard_writer(out_dir: Path) -> Any:
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(out_dir / "tensorboard"))
-
-
-def _write_config(config: ExperimentConfig, out_dir: Path) -> None:
-    import yaml
-
-    with atomic_write(out_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)

@@ -38,13 +38,7 @@ def train_with_ray(
         _train_worker,
         train_loop_config={
             "config": config.to_dict(),
-            "roots": [
-                str(roots.labels),
-                str(roots.features),
-                str(roots.audio),
-                roots.features_pattern,
-                roots.audio_pattern,
-            ],
+            "roots": roots,  # a frozen dataclass of paths: pickled as it is, fields by name
             "out_dir": str(Path(out_dir).resolve()),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
@@ -52,6 +46,9 @@ def train_with_ray(
             name=name,
             storage_path=storage_path or str(Path(out_dir).resolve() / "ray"),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            # Only what resuming needs: Ray keeps every reported checkpoint unless told otherwise
+            # (2.7 GB an epoch at the paper's size); best.pt stays in the run folder.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
         ),
     )
@@ -62,22 +59,24 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from astra.files import link_or_copy
     from astra.training import checkpoint as checkpoint_files
     from astra.training.loop import fit
 
     config = config_from_dict(loop_config["config"])
-    labels, features, audio, features_pattern, audio_pattern = loop_config["roots"]
-    roots = DataRoots(Path(labels), Path(features), Path(audio), features_pattern, audio_pattern)
+    roots: DataRoots = loop_config["roots"]
     rank = ray.train.get_context().get_world_rank()
     out_dir = Path(loop_config["out_dir"])
     if rank != 0:
         # Other ranks keep their (unused) files apart from rank 0's.
         out_dir = out_dir / f"rank{rank}"
 
+    # The run folder's own last.pt is at least as new as the copy Ray holds (it is reported after
+    # it is saved); Ray's copy serves a worker that restarts where that folder is not (another node).
     resume_from = None
-    restored = ray.train.get_checkpoint()
     staging = tempfile.TemporaryDirectory(prefix="astra-resume-")
-    if restored is not None:
+    restored = ray.train.get_checkpoint()
+    if restored is not None and not (out_dir / "checkpoints" / checkpoint_files.LAST).is_file():
         restored_dir = Path(restored.to_directory(staging.name))
         if (restored_dir / checkpoint_files.LAST).is_file():
             resume_from = restored_dir / checkpoint_files.LAST
@@ -88,7 +87,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
             return
         with tempfile.TemporaryDirectory(prefix="astra-report-") as folder:
             # Only the resumable state travels to Ray's storage; best.pt stays under out_dir.
-            _link_or_copy(checkpoint_dir / checkpoint_files.LAST, Path(folder, checkpoint_files.LAST))
+            link_or_copy(checkpoint_dir / checkpoint_files.LAST, Path(folder, checkpoint_files.LAST))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     try:
@@ -103,14 +102,3 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         )
     finally:
         staging.cleanup()
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """A hard link where the filesystem allows (checkpoints are large), else a copy."""
-    import os
-    import shutil
-
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)

@@ -1,0 +1,163 @@
+"""A prediction folder: one split's per-position outputs, results and challenge zip (numpy only).
+
+``astra predict`` and the ensembles write the same layout under ``OUT``::
+
+    per_position/<game>/per_position.npz       [frames at 2 fps, 17] per half, float16, before NMS
+    predictions/<game>/results_spotting.json   the official format, after NMS
+    predictions.zip                            the same tree, zipped (a challenge submission)
+    prediction.json                            the split, its games and where the outputs came from
+
+A folder holds exactly one split's outputs: everything is written into a staging folder
+beside them and moved in at the end, so that a prediction never leaves another split's
+games behind, and a killed one leaves the previous prediction whole. Predicting another
+split into a folder is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astra import per_position
+from astra.config import InferenceConfig
+from astra.files import atomic_write
+from astra.postprocess.decode import decode_game
+from astra.submission import Spots, write_submission
+
+PER_POSITION_DIR = "per_position"
+PREDICTIONS_DIR = "predictions"
+ZIP_NAME = "predictions.zip"
+MANIFEST_NAME = "prediction.json"
+_STAGING_PREFIX = ".staging-"
+
+
+class PredictionError(ValueError):
+    """A prediction folder that cannot be written or read as asked; the message names it."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a prediction folder holds.
+
+    Attributes:
+        out_dir: the folder.
+        split: the split predicted.
+        games: its games, in prediction order.
+    """
+
+    out_dir: Path
+    split: str
+    games: tuple[str, ...]
+
+    @property
+    def per_position_dir(self) -> Path:
+        return self.out_dir / PER_POSITION_DIR
+
+    @property
+    def zip_path(self) -> Path:
+        return self.out_dir / ZIP_NAME
+
+
+def write_prediction(
+    out_dir: str | Path,
+    split: str,
+    outputs: Iterable[tuple[str, Mapping[int, np.ndarray]]],
+    inference: InferenceConfig,
+    *,
+    source: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Prediction:
+    """Write the outputs of ``split`` (``(game, {half: [F, 17]})`` pairs, consumed one at a time).
+
+    Each game's outputs are written as they come (memory holds one game's arrays), decoded
+    with ``inference`` (NMS and its windows) into its results. ``source`` is recorded in
+    ``prediction.json`` (the checkpoint, the ensemble's members, ...).
+    """
+    out_dir = Path(out_dir)
+    check_target(out_dir, split, overwrite=overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out_dir))
+    try:
+        results: dict[str, Spots] = {}
+        for game, halves in outputs:
+            per_position.write_game(staging / PER_POSITION_DIR, game, dict(halves))
+            results[game] = decode_game(halves, inference)
+        if not results:
+            raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
+        write_submission(staging / PREDICTIONS_DIR, results, zip_path=staging / ZIP_NAME)
+        manifest = {
+            "split": split,
+            "games": list(results),
+            "nms": inference.nms,
+            "nms_windows_seconds": list(inference.nms_windows_seconds),
+            "source": dict(source or {}),
+        }
+        _swap_in(staging, out_dir)
+        with atomic_write(out_dir / MANIFEST_NAME, "w") as f:
+            json.dump(manifest, f, indent=1)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Prediction(out_dir, split, tuple(results))
+
+
+def read_prediction(out_dir: str | Path) -> Prediction:
+    """The split and games of a prediction folder written by :func:`write_prediction`."""
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise PredictionError(f"{path}: not found; {out_dir} is not a prediction folder written by astra")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return Prediction(Path(out_dir), str(manifest["split"]), tuple(manifest["games"]))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise PredictionError(f"{path}: damaged ({error})") from None
+
+
+def check_target(out_dir: Path, split: str, *, overwrite: bool) -> None:
+    """Refuse, before any work, an ``out_dir`` that cannot take a prediction of ``split``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PredictionError(f"--out {out_dir}: is a file, not a folder")
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PredictionError(f"--out {out_dir}: {parent} is a file, not a folder")
+            break
+    if overwrite or not out_dir.is_dir():
+        return
+    manifest = out_dir / MANIFEST_NAME
+    if manifest.is_file():
+        previous = read_prediction(out_dir).split
+        if previous != split:
+            raise PredictionError(
+                f"{out_dir} holds a prediction of split {previous!r}; predicting {split!r} there would "
+                "mix the two: use another --out, or --overwrite to replace it"
+            )
+    elif (out_dir / PER_POSITION_DIR).exists() or (out_dir / PREDICTIONS_DIR).exists():
+        raise PredictionError(
+            f"{out_dir} holds per_position/ or predictions/ of an unknown prediction (no {MANIFEST_NAME}): "
+            "use another --out, or --overwrite to replace them"
+        )
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Move the staged outputs over the folder's, the old ones aside first and then removed."""
+    retired = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out_dir))
+    for name in (PER_POSITION_DIR, PREDICTIONS_DIR, ZIP_NAME, MANIFEST_NAME):
+        if (out_dir / name).exists():
+            (out_dir / name).rename(retired / name)
+    for name in (PER_POSITION_DIR, PREDICTIONS_DIR, ZIP_NAME):
+        (staging / name).rename(out_dir / name)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Staging folders of a killed earlier prediction: never moved in, safe to remove."""
+    for stale in out_dir.glob(f"{_STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
