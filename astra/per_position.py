@@ -24,6 +24,12 @@ class PerPositionError(ValueError):
 def write_game(root: str | Path, game: str, halves: dict[int, np.ndarray]) -> Path:
     """Write one game's per-position outputs (``{1: [F1, 17], 2: [F2, 17]}``) atomically."""
     path = Path(root) / game / FILENAME
+    if sorted(halves) != [1, 2]:
+        raise PerPositionError(f"{path}: game {game!r} needs outputs of halves 1 and 2, got {sorted(halves)}")
+    for half, array in halves.items():
+        shape = np.shape(array)
+        if len(shape) != 2 or shape[1] != NUM_CLASSES:
+            raise PerPositionError(f"{path}: half{half} has shape {shape}, expected [frames, {NUM_CLASSES}]")
     with atomic_write(path) as f:
         np.savez(f, **{f"half{h}": np.asarray(a, dtype=np.float16) for h, a in halves.items()})
     return path
@@ -36,6 +42,8 @@ def read_game(root: str | Path, game: str) -> dict[int, np.ndarray]:
         raise PerPositionError(f"{path}: per-position outputs not found for game {game!r}")
     with np.load(path) as archive:
         halves = {int(name.removeprefix("half")): archive[name].astype(np.float32) for name in archive.files}
+    if sorted(halves) != [1, 2]:
+        raise PerPositionError(f"{path}: expected the outputs of halves 1 and 2, got {sorted(halves)}")
     for half, array in halves.items():
         if array.ndim != 2 or array.shape[1] != NUM_CLASSES:
             raise PerPositionError(
@@ -47,4 +55,6 @@ def read_game(root: str | Path, game: str) -> dict[int, np.ndarray]:
 def list_games(root: str | Path) -> list[str]:
     """Every game under ``root`` that has a per-position file, sorted."""
     root = Path(root)
+    if not root.is_dir():
+        raise PerPositionError(f"{root}: no such folder of per-position outputs")
     return sorted(str(p.parent.relative_to(root)) for p in root.rglob(FILENAME))

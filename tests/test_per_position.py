@@ -44,10 +44,31 @@ def test_rewriting_a_game_replaces_its_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("shape", [(10, NUM_CLASSES - 1), (10, NUM_CLASSES + 1), (10,)])
 def test_a_wrong_shape_is_refused_naming_the_file(tmp_path: Path, shape: tuple[int, ...]) -> None:
     halves = {1: np.zeros((10, NUM_CLASSES)), 2: np.zeros(shape)}
-    path = write_game(tmp_path, GAME, halves)
+    with pytest.raises(PerPositionError, match="half2"):
+        write_game(tmp_path, GAME, halves)  # nothing half-right is written
+    assert not (tmp_path / GAME / FILENAME).exists()
+    # A file written elsewhere with a wrong shape is refused on reading, naming it.
+    path = tmp_path / GAME / FILENAME
+    path.parent.mkdir(parents=True)
+    np.savez(path, half1=halves[1], half2=halves[2])
     with pytest.raises(PerPositionError, match="half2") as error:
         read_game(tmp_path, GAME)
     assert str(path) in str(error.value)
+
+
+def test_a_game_needs_both_halves(tmp_path: Path) -> None:
+    with pytest.raises(PerPositionError, match=r"halves 1 and 2, got \[1\]"):
+        write_game(tmp_path, GAME, {1: np.zeros((10, NUM_CLASSES))})
+    path = tmp_path / GAME / FILENAME
+    path.parent.mkdir(parents=True)
+    np.savez(path, half1=np.zeros((10, NUM_CLASSES)))
+    with pytest.raises(PerPositionError, match=r"halves 1 and 2, got \[1\]"):
+        read_game(tmp_path, GAME)
+
+
+def test_listing_a_missing_folder_is_an_error_not_an_empty_split(tmp_path: Path) -> None:
+    with pytest.raises(PerPositionError, match="no such folder"):
+        list_games(tmp_path / "typo")
 
 
 def test_a_missing_file_names_the_game(tmp_path: Path) -> None:

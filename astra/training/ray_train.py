@@ -10,6 +10,7 @@ metrics reach Tune (see ``search``).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,10 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     from astra.training import checkpoint as checkpoint_files
     from astra.training.loop import fit
 
+    # A Ray worker's root logger has no handler: without one, the epoch lines and progress go nowhere.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     config = config_from_dict(loop_config["config"])
     roots: DataRoots = loop_config["roots"]
     rank = ray.train.get_context().get_world_rank()
