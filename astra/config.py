@@ -23,16 +23,26 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from astra.classes import NUM_CLASSES, PAPER_SOFT_NMS_WINDOWS_SECONDS
 from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, FEATURES_PATTERN
 
+T = TypeVar("T")
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
+
+
+class RelationError(ConfigError):
+    """Settings, each in its range, that cannot work together; ``keys`` are the fields at fault."""
+
+    def __init__(self, message: str, keys: Sequence[str]) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,12 @@ def setting(
     lt: float | None = None,
     min_length: int | None = None,
     max_length: int | None = None,
+    help: str = "",
 ) -> Any:
-    """A dataclass field with ``default`` and the range its values must lie in (checked when built)."""
+    """A dataclass field with ``default``, the range its values must lie in (checked when built) and
+    ``help``, one line saying what it sets (the ``--help`` of a command's generated option)."""
     bounds = Bounds(ge, gt, le, lt, min_length, max_length)
-    return field(default=default, metadata={"bounds": bounds})
+    return field(default=default, metadata={"bounds": bounds, "help": help})
 
 
 def bounds_of(cls: type, name: str) -> Bounds | None:
@@ -103,22 +115,25 @@ def check_fields(instance: Any, prefix: str = "") -> None:
     the section in the message (``"train."``).
     """
     for f in dataclasses.fields(instance):
-        value = getattr(instance, f.name)
-        bounds: Bounds = f.metadata.get("bounds") or Bounds()
-        key = f"{prefix}{f.name}"
-        items = value if isinstance(value, tuple) else None
-        if items is not None:
-            if bounds.min_length is not None and len(items) < bounds.min_length:
-                raise ConfigError(f"{key} must list at least {bounds.min_length} values, got {list(items)}")
-            if bounds.max_length is not None and len(items) > bounds.max_length:
-                raise ConfigError(f"{key} must list at most {bounds.max_length} values, got {list(items)}")
-        for index, item in enumerate(items if items is not None else (value,)):
-            if isinstance(item, bool) or not isinstance(item, int | float):
-                continue
-            problem = bounds.violation(item)
-            if problem:
-                where = f"{key}[{index}]" if items is not None else key
-                raise ConfigError(f"{where} {problem}, got {item!r}")
+        check_value(getattr(instance, f.name), f.metadata.get("bounds") or Bounds(), f"{prefix}{f.name}")
+
+
+def check_value(value: Any, bounds: Bounds, key: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` when ``value`` (a number, or a list of them) is
+    outside ``bounds``."""
+    items = value if isinstance(value, tuple) else None
+    if items is not None:
+        if bounds.min_length is not None and len(items) < bounds.min_length:
+            raise ConfigError(f"{key} must list at least {bounds.min_length} values, got {list(items)}")
+        if bounds.max_length is not None and len(items) > bounds.max_length:
+            raise ConfigError(f"{key} must list at most {bounds.max_length} values, got {list(items)}")
+    for index, item in enumerate(items if items is not None else (value,)):
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            continue
+        problem = bounds.violation(item)
+        if problem:
+            where = f"{key}[{index}]" if items is not None else key
+            raise ConfigError(f"{where} {problem}, got {item!r}")
 
 
 def _checked_section(prefix: str) -> Any:
@@ -136,7 +151,7 @@ def _checked_section(prefix: str) -> Any:
 
 @_checked_section("clips.")
 class ClipConfig:
-    """How halves are cut into clips and how targets are encoded (spec: Clips and targets)."""
+    """How halves are cut into clips and how targets are encoded (docs/model.md, Clips and targets)."""
 
     clip_seconds: int = setting(50, ge=1)  # T: 50-s clips, as the paper
     outputs_per_second: int = setting(2, ge=1)  # L_out = 2T (M6 ablation: 1 per second)
@@ -155,7 +170,7 @@ class ClipConfig:
 
 @_checked_section("data.")
 class DataConfig:
-    """Where the features are and how they are named (data contract)."""
+    """Where the features are and how they are named (docs/data.md)."""
 
     features_filename: str = FEATURES_PATTERN  # Baidu features, as the paper; {half} is 1 or 2
     audio_filename: str = AUDIO_PATTERN  # mel power, 100 frames per second
@@ -166,7 +181,7 @@ class DataConfig:
 
 @_checked_section("model.")
 class ModelConfig:
-    """The ASTRA network (spec: Model)."""
+    """The ASTRA network (docs/model.md, Model)."""
 
     visual_dims: tuple[int, ...] = setting(
         (2048, 2048, 384, 2048, 2048), ge=1, min_length=1
@@ -241,7 +256,7 @@ class ModelConfig:
 
 @_checked_section("augment.")
 class AugmentConfig:
-    """Mixup (spec: Balanced mixup)."""
+    """Mixup (docs/model.md, Balanced mixup)."""
 
     mixup: Literal["balanced", "plain", "none"] = "balanced"  # M3: plain, M4: balanced
     mixup_alpha: float = setting(1.0, gt=0)  # alpha_m of Beta(alpha_m, beta_m)
@@ -251,7 +266,7 @@ class AugmentConfig:
 
 @_checked_section("loss.")
 class LossConfig:
-    """Training objective (spec: Loss)."""
+    """Training objective (docs/model.md, Loss)."""
 
     classification: Literal["focal", "bce"] = "focal"  # M7 ablation: focal
     focal_gamma: float = setting(1.0, ge=0)  # modulating exponent
@@ -265,7 +280,7 @@ class LossConfig:
 
 @_checked_section("train.")
 class TrainConfig:
-    """Optimisation (spec: Training)."""
+    """Optimisation (docs/model.md, Training)."""
 
     batch_size: int = setting(8, ge=1)  # per step, all workers together
     base_learning_rate: float = setting(5e-5, gt=0)  # scaled by sqrt(batch_size / 8)
@@ -294,7 +309,7 @@ class TrainConfig:
 
 @_checked_section("inference.")
 class InferenceConfig:
-    """From window outputs to detections (spec: Inference and post-processing)."""
+    """From window outputs to detections (docs/model.md, Inference and post-processing)."""
 
     score_threshold: float = setting(0.01, ge=0, lt=1)  # window outputs below it are not aggregated
     nms: Literal["soft", "hard"] = "soft"  # 1-D Soft-NMS with pow2 decay, as the authors
@@ -452,6 +467,172 @@ def _check_audio_relations(model: ModelConfig, clips: ClipConfig) -> None:
 
 # True where a 2x2 max-pool closes a VGGish block: conv, pool, conv, pool, conv, conv, pool, conv, conv, pool.
 VGGISH_POOL_AFTER: tuple[bool, ...] = (True, True, False, True, False, True)
+
+
+# --- Configs of their own: the simulator and the baseline ---------------------------------------
+# Flat dataclasses built with build_config; their commands generate one option per field from the
+# field's default and help (astra.config_cli).
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Everything that shapes a simulated dataset (``astra synth``, docs/simulator.md), with realistic
+    defaults. Same config, byte-identical files."""
+
+    # Size and layout. 40 games: 24/6/6/4, every class in every split, ~2 GB, trains on 2 cores.
+    num_games: int = setting(40, ge=1, help="number of games")
+    split_fractions: tuple[float, ...] = setting(
+        (0.6, 0.15, 0.15, 0.1),
+        ge=0,
+        min_length=4,
+        max_length=4,
+        help="relative sizes of the train, valid, test and challenge splits, normalised to sum to 1",
+    )
+    # Real halves are 45-50 min, which a CPU cannot train on.
+    half_minutes: float = setting(8.0, ge=1, help="shortest half in minutes; real halves last 45-50")
+    # Halves differ, like stoppage time.
+    half_spread_seconds: float = setting(60.0, ge=0, help="each half is longer by U(0, this) seconds")
+    # As in the real files.
+    audio_offset_seconds: float = setting(
+        4.0, ge=0, help="audio length differs from the visual one by U(1, this) seconds"
+    )
+    # The 5 Baidu backbones, shrunk for CPUs.
+    feature_dims: tuple[int, ...] = setting(
+        (64, 64, 32, 64, 64),
+        ge=1,
+        min_length=1,
+        help="widths of the visual backbones; real: 2048,2048,384,2048,2048",
+    )
+    seed: int = setting(0, ge=0, help="random seed: every draw derives from it; same seed, same bytes")
+    # Audio is 51.2 kB per second.
+    write_audio: bool = setting(True, help="write audioN.npy (97% of the disk use)")
+    # Long tail (Table 1 of the paper). 2.3: Table 1 less kick-offs, 107,892 labels over ~47,500 min.
+    events_per_minute: float = setting(
+        2.3, ge=0, help="labels per minute of play, kick-offs aside, as in Table 1"
+    )
+    # See docs/simulator.md and astra.data.simulator.class_rates_per_minute.
+    class_tempering: float = setting(
+        0.5, ge=0, help="class rate ~ Table 1 count**this: 1 = the real long tail, 0 = uniform"
+    )
+    # A class absent from test caps its mAP.
+    min_events_per_split: int = setting(
+        3, ge=0, help="inject events until every split has this many of every class"
+    )
+    # Game flow, labels, visibility.
+    game_flow: bool = setting(
+        True,
+        help="chain events (out -> throw-in, foul -> free kick, goal -> kick-off, ...); off: independent",
+    )
+    not_shown_scale: float = setting(
+        1.0, ge=0, help="multiplies each class's share of 'not shown' labels (Figure 3), capped at 0.95"
+    )
+    label_jitter_scale: float = setting(
+        1.0, ge=0, help="multiplies each class's annotation spread (noisy labels); 0 = exact labels"
+    )
+    # Visual evidence. At 1.25 a linear probe reaches a tight Average-mAP of ~0.3.
+    signal_strength: float = setting(
+        1.25, ge=0, help="class signature amplitude in units of the feature noise"
+    )
+    backbone_spread: float = setting(
+        0.6, ge=0, help="log-normal sigma of a class's strength across the backbones"
+    )
+    not_shown_visual_strength: float = setting(
+        0.3, ge=0, help="a not-shown event keeps U(0, this) of its signature"
+    )
+    background_correlation_seconds: float = setting(
+        20.0, gt=0, help="time constant of the slowly varying background"
+    )
+    replay_scale: float = setting(
+        1.0, ge=0, help="multiplies each class's chance of an unlabelled replay 10-40 s later"
+    )
+    # Attacks that come to nothing.
+    near_misses_per_minute: float = setting(0.6, ge=0, help="unlabelled partial signatures per minute")
+    # Audio evidence.
+    audio_strength: float = setting(
+        1.0, ge=0, help="scales every whistle and crowd swell in dB; 0 = background only"
+    )
+    audio_distractors_per_minute: float = setting(
+        0.8, ge=0, help="unlabelled whistles and crowd swells per minute"
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_simulator_relations(self)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of a feature row: the sum of the backbone dims."""
+        return int(sum(self.feature_dims))
+
+    @property
+    def split_shares(self) -> tuple[float, ...]:
+        """``split_fractions`` normalised to sum to 1: the share of the games in each split."""
+        total = sum(self.split_fractions)
+        return tuple(f / total for f in self.split_fractions)
+
+
+def check_simulator_relations(config: SimulatorConfig) -> None:
+    """Refuse, naming the keys (:class:`RelationError`), simulator settings that cannot work together."""
+    used = sum(f > 0 for f in config.split_fractions)
+    if used == 0:
+        raise RelationError(
+            f"split_fractions {list(config.split_fractions)}: at least one split must have a positive size",
+            ["split_fractions"],
+        )
+    if config.num_games < used:
+        raise RelationError(
+            f"num_games ({config.num_games}) must be at least the number of splits with a positive "
+            f"split_fractions ({used}): each gets a game",
+            ["num_games", "split_fractions"],
+        )
+
+
+@_checked_section("")
+class BaselineConfig:
+    """Settings of the ridge probe (``astra baseline``, astra.baseline)."""
+
+    # Events show in the seconds around them.
+    context_seconds: int = setting(
+        2, ge=0, help="neighbouring seconds on each side joined to each second's features"
+    )
+    # Wider features are projected, so that the Gram matrix of (2 * context + 1) * projection_dim inputs
+    # stays small (8576 -> 512 on real data: a 2560-wide ridge). Narrower features are used as they are:
+    # projecting the simulator's 288 to 128 cut the tight Average-mAP from 0.34 to 0.11.
+    projection_dim: int = setting(512, ge=1, help="random projection width for wider features")
+    # Scale-free across feature sets. Light: on the default simulation the validation tight Average-mAP
+    # is flat from 0.001 to 0.03 (0.295-0.297), 0.279 at 0.1 and 0.189 at 1, which shrinks the weights
+    # far below the signal.
+    ridge: float = setting(0.01, gt=0, help="ridge strength relative to the mean variance of the inputs")
+    # The evaluator's tightest tolerance is 1 s.
+    target_radius_seconds: int = setting(1, ge=0, help="seconds on each side of an event whose target is 1")
+    seed: int = setting(0, ge=0, help="seed of the random projection")
+
+
+def build_config(cls: type[T], values: Mapping[str, Any], *, names: Mapping[str, str] | None = None) -> T:
+    """Build and check a flat config dataclass (:class:`SimulatorConfig`, :class:`BaselineConfig`)
+    from a mapping of field values: the checks of :func:`config_from_dict` (keys, types, ranges,
+    relations), each error naming the key, or ``names[key]`` where given (a command-line option).
+    """
+    names = names or {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {names.get(unknown[0], unknown[0])}; known: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        name = names.get(key, key)
+        kwargs[key] = _coerce(value, hints[key], name)
+        check_value(kwargs[key], fields[key].metadata.get("bounds") or Bounds(), name)
+    try:
+        return cls(**kwargs)
+    except RelationError as error:
+        if not any(key in names for key in error.keys):
+            raise
+        named = ", ".join(names.get(key, key) for key in error.keys)
+        raise RelationError(f"{named}: {error}", error.keys) from None
 
 
 def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:

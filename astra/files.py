@@ -11,6 +11,16 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: done once, at import, not while other threads write.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Yield a temporary file beside ``path``; on success it is synced and renamed over ``path``.
@@ -20,6 +30,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would (0666 less the umask).
+    os.fchmod(handle, 0o666 & ~_UMASK)
     try:
         with os.fdopen(handle, mode) as file:
             yield file

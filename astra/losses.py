@@ -92,7 +92,7 @@ def displacement_loss(
 ) -> torch.Tensor:
     """Displacement loss, with or without uncertainty (paper Eq. 2, as the authors implement it).
 
-    In the spec's words: on positions that have a target,
+    In the words of docs/model.md ("Loss"): on positions that have a target,
     ``alpha_L * (d - mu)^2 / exp(logvar) + (1 - alpha_L) * logvar`` (the Gaussian
     negative log-likelihood with weight ``alpha_L``; without uncertainty, the
     squared error ``(d - mu)^2``). Each term is weighted by the classification

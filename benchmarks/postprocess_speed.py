@@ -7,7 +7,7 @@ paper's Soft-NMS windows. The scores are synthetic but shaped like a trained
 model's: a background floor mostly under the 0.01 threshold, and bumps with
 displacement means around events drawn at the paper's class frequencies.
 
-The references are written from the spec as the authors' code is structured:
+The references are written from docs/model.md as the authors' code is structured:
 a Python loop over windows, positions and classes for the aggregation, and per
 class a loop of ``argmax`` + decay of one slice for Soft-NMS. Both results are
 checked equal to ours before timing.
@@ -129,7 +129,7 @@ def _synthetic_outputs(rng: np.random.Generator, starts: np.ndarray) -> tuple[np
 def _reference_aggregate(
     scores: np.ndarray, displacement: np.ndarray, starts: np.ndarray, num_frames: int
 ) -> np.ndarray:
-    """A plain loop over windows, positions and classes, from the spec."""
+    """A plain loop over windows, positions and classes, from docs/model.md."""
     out = np.zeros((num_frames, scores.shape[2] - 1), dtype=np.float32)
     for w in range(scores.shape[0]):
         for j in range(scores.shape[1]):

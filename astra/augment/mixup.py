@@ -15,7 +15,7 @@ All three share one call: ``mixup(features, audio_or_None, class_targets,
 displacement_targets) -> MixedBatch`` of the same four, and balanced mixup
 updates its queue with the unmixed batch afterwards. The trainer calls it after
 the audio is turned into log-mel and before temporal dropout and switch
-(spec: "Order in a training forward pass").
+(docs/model.md, "Order in a training forward pass").
 
 Every random draw comes from the CPU ``torch.Generator`` passed in, so that one
 seed fixes the augmentation whatever the device.
@@ -333,7 +333,7 @@ class NoMixup:
 
 
 def mix_displacement_targets(own: torch.Tensor, partner: torch.Tensor, lam: float) -> torch.Tensor:
-    """Mix displacement targets, NaN meaning "no target" (spec: Balanced mixup).
+    """Mix displacement targets, NaN meaning "no target" (docs/model.md, Balanced mixup).
 
     Both present: ``lam * own + (1 - lam) * partner``; one present: that one;
     none: NaN. Shapes ``[B, L, C+1]``.

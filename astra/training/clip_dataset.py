@@ -27,7 +27,7 @@ def epoch_plan(
 ) -> np.ndarray:
     """``[N, 2]`` int64 rows (half index, start second) for one epoch, shuffled.
 
-    Each half contributes the non-overlapping clips of one random phase (spec: Clips);
+    Each half contributes the non-overlapping clips of one random phase (docs/model.md, "Clips and targets");
     ``max_clips > 0`` keeps a random subset of that many.
     """
     rng = np.random.default_rng([seed, epoch])

@@ -1,6 +1,6 @@
 """The training loop: plain Python, runnable alone or inside a Ray Train worker.
 
-``fit`` trains one model (spec: Training): Adam with amsgrad, linear warm-up then
+``fit`` trains one model (docs/model.md, Training): Adam with amsgrad, linear warm-up then
 cosine decay per step, balanced mixup, early stopping on the validation tight
 Average-mAP, a checkpoint per epoch (``last.pt``, plus ``best.pt`` on a new best),
 resume from the last checkpoint. Under ``torch.distributed`` (Ray Train sets it
@@ -31,7 +31,7 @@ import torch.distributed as dist
 from astra.augment.mixup import Mixup, build_mixup
 from astra.classes import NUM_CLASSES
 from astra.config import ConfigError, ExperimentConfig
-from astra.data.dataset import DataRoots, Half, load_split
+from astra.data.dataset import DataError, DataRoots, Half, load_split
 from astra.evaluation.outputs import score_outputs
 from astra.inference import game_annotations, predict_half
 from astra.losses import total_loss
@@ -98,8 +98,8 @@ def fit(
     placement = _placement(config, device)
     folder = RunFolder(out_dir)
     resume_path = Path(resume_from) if resume_from else folder.last
-    # Refused before any data loads: an unusable folder, another run's files, a torn save.
-    folder.claim(config, roots, resume_path=resume_path, restart=restart, write=placement.is_main)
+    # Refused before any data loads: an unusable folder, another run's files.
+    folder.check(config, roots, resume_path=resume_path, restart=restart)
     _seed_everything(config.train.seed + placement.rank)
     # Attention under a steep locality bias leaves weights like e^-90: denormal floats, which the
     # CPU handles many times slower. Flushed to zero, a small-preset step takes 0.137 s instead of
@@ -107,6 +107,8 @@ def fit(
     torch.set_flush_denormal(True)
 
     train_halves, valid_halves = load_training_data(config, roots)
+    if placement.is_main:  # the data is usable: the folder becomes this run's
+        folder.record(config, roots, resume_path=resume_path, restart=restart)
     session = TrainingSession.build(config, train_halves, placement, resume=resume_path.is_file())
     if resume_path.is_file():
         session.load_state_dict(load_checkpoint(resume_path, map_location="cpu"), source=resume_path)
@@ -250,8 +252,8 @@ class TrainingSession:
             eps=1e-8,
             weight_decay=config.train.weight_decay,
             amsgrad=True,
-            # One fused kernel per step instead of a dozen passes over the weights: the same
-            # update, several times cheaper on the CPU for the paper preset (BENCHMARKS.md).
+            # One fused kernel per step instead of PyTorch's default per-tensor loop on the CPU: the
+            # same update; the paper preset's whole visual-only step 1.56x faster (BENCHMARKS.md).
             fused=True,
         )
         steps_per_epoch = _steps_per_epoch(train_halves, config, placement)
@@ -362,7 +364,7 @@ def train_epoch(
     total, count = 0.0, 0
     part_totals: dict[str, float] = {}
     bar = progress_bar(loader, desc=description, unit="step", enabled=show_progress, leave=False)
-    for features, audio, class_targets, displacement_targets in bar:
+    for features, audio, class_targets, displacement_targets in _unwrapped_errors(bar):
         loss, parts = _train_step(
             session, config, features.to(device, non_blocking=True), audio,
             class_targets.to(device, non_blocking=True), displacement_targets.to(device, non_blocking=True),
@@ -379,6 +381,27 @@ def train_epoch(
             f"in an epoch of {len(plan)} clips"
         )
     return total / count, {name: value / count for name, value in part_totals.items()}
+
+
+def _unwrapped_errors(batches: Any) -> Any:
+    """The batches of a DataLoader; a data error raised in a loading process is re-raised as itself.
+
+    PyTorch re-raises it in the main process with the worker's whole traceback as its message;
+    ours name the file and second in their last line, which is the message the user needs.
+    """
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except DataError as error:
+            message = str(error)
+            if "Original Traceback" not in message:
+                raise
+            last = message.strip().splitlines()[-1]
+            raise DataError(last.partition(": ")[2] or last) from None
+        yield batch
 
 
 def _train_step(

@@ -75,15 +75,25 @@ class RunFolder:
         restart: bool = False,
         write: bool = True,
     ) -> None:
-        """Make the folder this run's, before any data loads.
+        """Make the folder this run's: :meth:`check`, then :meth:`record` (``write=False``: check only)."""
+        self.check(config, roots, resume_path=resume_path, restart=restart)
+        if write:
+            self.record(config, roots, resume_path=resume_path, restart=restart)
 
-        Checks that it is usable, that what it holds belongs to this run (``run.json``, or the
-        config of the checkpoint to resume from), repairs what a killed save left, and records
-        this run's identity. ``write=False`` (workers other than rank 0) only checks.
-        """
+    def check(
+        self,
+        config: ExperimentConfig,
+        roots: DataRoots,
+        *,
+        resume_path: Path | None = None,
+        restart: bool = False,
+    ) -> None:
+        """Refuse, before any data loads and writing nothing but the folder itself, a folder that is
+        unusable or holds another run (``run.json``, or the config of the checkpoint to resume from).
+        With ``restart`` the folder's run is to be cleared, so what it holds does not matter."""
         check_writable(self.root)
-        if restart and write:
-            self.clear()
+        if restart:
+            return
         identity = run_identity(config, roots)
         recorded = self._recorded_identity()
         resume_path = resume_path or self.last
@@ -97,8 +107,20 @@ class RunFolder:
                     + (f"; {len(differences) - 5} more" if len(differences) > 5 else "")
                     + "): use another --out, or --restart to delete its checkpoints and start over"
                 )
-        if not write:
-            return
+
+    def record(
+        self,
+        config: ExperimentConfig,
+        roots: DataRoots,
+        *,
+        resume_path: Path | None = None,
+        restart: bool = False,
+    ) -> None:
+        """Clear the folder (``restart``), repair what a killed save left, and record this run."""
+        if restart:
+            self.clear()
+        resume_path = resume_path or self.last
+        identity = run_identity(config, roots)
         self._repair(resume_path)
         with atomic_write(self.root / IDENTITY_NAME, "w") as f:
             json.dump(identity, f, indent=1)

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay (spec: Training)."""
+"""Learning-rate schedule: linear warm-up, then cosine decay (docs/model.md, Training)."""
 
 from __future__ import annotations
 

@@ -239,7 +239,8 @@ def test_a_model_with_per_head_slopes_runs_and_its_heads_differ() -> None:
 
     overrides = [
         "model.use_audio=false", "model.visual_dims=[6, 4]", "model.d_model=16", "model.num_heads=2",
-        "model.encoder_locality_bias=1.0", "model.decoder_locality_bias=1.0", "clips.clip_seconds=10", "clips.train_stride_seconds=5",
+        "model.encoder_locality_bias=1.0", "model.decoder_locality_bias=1.0", "clips.clip_seconds=10",
+        "clips.train_stride_seconds=5",
     ]  # fmt: skip
     features = torch.randn(3, 10, 10)
     outputs = {}

@@ -25,7 +25,7 @@ def reference_aggregate(
     outputs_per_second: float,
     threshold: float,
 ) -> np.ndarray:
-    """One vote at a time, as the spec states it, with the documented edge rules."""
+    """One vote at a time, as docs/model.md states it, with the documented edge rules."""
     out = np.zeros((num_frames, scores.shape[2] - 1), dtype=np.float32)
     for w in range(scores.shape[0]):
         for j in range(scores.shape[1]):

@@ -1,4 +1,4 @@
-"""Soft-NMS and hard NMS: invariants, and agreement with a plain loop written from the spec."""
+"""Soft-NMS and hard NMS: invariants, and agreement with a plain loop written from docs/model.md."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def reference_nms(
     threshold: float = THRESHOLD,
     decay: str = "pow2",
 ) -> list[tuple[int, int, float]]:
-    """Straight from the spec, one score at a time: per class, take the max (earliest on ties),
+    """Straight from docs/model.md, one score at a time: per class, take the max (earliest on ties),
     keep it, multiply every score with |offset| < window/2 by the decay factor, drop those
     under the threshold, repeat while the max is at or above the threshold."""
     num_frames, num_classes = per_position.shape

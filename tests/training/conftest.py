@@ -33,3 +33,9 @@ def tiny_config() -> Callable[..., ExperimentConfig]:
         return load_config([], [*TINY, *overrides])
 
     return build
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """The tiny training config as ``section.key=value`` overrides (for a child process)."""
+    return list(TINY)
