@@ -17,6 +17,8 @@ Fixtures:
   (for tests that damage files); returns a :class:`TinyDataset`.
 - ``make_game(root, game)``: writes one :class:`TinyGame` (labels, features, audio);
   the quickest way to build a special case.
+- ``tiny_config(*overrides)`` and ``tiny_overrides``: a training config small enough to train in
+  seconds on the tiny dataset (as a config, or as ``section.key=value`` overrides);
 - ``tiny_games``: the :class:`TinyGame` records of the dataset, to vary with
   ``dataclasses.replace`` (e.g. shorter halves, ``labels=()``, ``audio_frames=None``).
 """
@@ -30,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from astra.config import ExperimentConfig, load_config
 
 TINY_FEATURE_DIMS: tuple[int, ...] = (8, 8, 4, 8, 8)
 AUDIO_FRAMES_PER_SECOND = 100
@@ -207,3 +211,37 @@ def make_game() -> Callable[[Path, TinyGame], None]:
 def tiny_games() -> tuple[TinyGame, ...]:
     """The games of the tiny dataset, as :class:`TinyGame` records (``dataclasses.replace`` them)."""
     return TINY_GAMES
+
+
+# A model small enough to train in seconds on the tiny dataset.
+TINY = [
+    "model.visual_dims=[8, 8, 4, 8, 8]",
+    "model.d_model=16",
+    "model.num_heads=2",
+    "model.audio_conv_channels=[2, 4, 4, 4, 4, 4]",
+    "model.audio_hidden_dims=[16, 16]",
+    "clips.clip_seconds=20",
+    "clips.train_stride_seconds=10",
+    "clips.inference_stride_seconds=10",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.batch_size=4",
+    "train.loader_workers=0",
+    "train.base_learning_rate=1e-3",
+]
+
+
+@pytest.fixture
+def tiny_config() -> Callable[..., ExperimentConfig]:
+    """``tiny_config(*overrides)``: the tiny training config with ``section.key=value`` overrides."""
+
+    def build(*overrides: str) -> ExperimentConfig:
+        return load_config([], [*TINY, *overrides])
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> list[str]:
+    """The tiny training config as ``section.key=value`` overrides (for a child process)."""
+    return list(TINY)
