@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "baseline": "baseline",
     "evaluate": "evaluate",
+    "search-windows": "search_windows",
 }
 
 

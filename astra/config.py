@@ -404,6 +404,25 @@ def field_bounds(path: str) -> tuple[Any, Bounds]:
     return hints[name], bounds_of(cls, name) or Bounds()
 
 
+def check_setting(path: str, value: Any) -> Any:
+    """``value`` as the setting at dotted ``path`` takes it (type and range checked on its own,
+    without the relations to other settings); a :class:`ConfigError` names the path."""
+    hint, bounds = field_bounds(path)
+    value = _coerce(value, hint, path)
+    items = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple):
+        if bounds.min_length is not None and len(value) < bounds.min_length:
+            raise ConfigError(f"{path} must list at least {bounds.min_length} values, got {list(value)}")
+        if bounds.max_length is not None and len(value) > bounds.max_length:
+            raise ConfigError(f"{path} must list at most {bounds.max_length} values, got {list(value)}")
+    for item in items:
+        if isinstance(item, int | float) and not isinstance(item, bool):
+            problem = bounds.violation(item)
+            if problem:
+                raise ConfigError(f"{path} {problem}, got {item!r}")
+    return value
+
+
 def check_relations(config: ExperimentConfig) -> None:
     """Refuse, naming the keys, settings that are each in range but cannot work together."""
     model, clips = config.model, config.clips

@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--split", required=True, help="split to predict (test, challenge, valid, ...)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--windows",
+        metavar="WINDOWS_YAML",
+        help="per-class Soft-NMS windows (from astra search-windows) instead of the checkpoint's",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a prediction of another split")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -48,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)  # as in training: denormal attention weights are slow on the CPU
     check_target(Path(args.out), args.split, overwrite=args.overwrite)  # before any work
     updates = parse_overrides(args.overrides)
+    if args.windows:
+        from astra.search.windows import read_windows
+
+        updates["inference.nms_windows_seconds"] = list(read_windows(args.windows))
     model, config = load_for_inference(args.checkpoint, inference=updates, device=args.device)
     halves = load_split(
         data_roots(args, config.data), args.split, with_audio=config.model.use_audio, require_labels=False

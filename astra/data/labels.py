@@ -83,6 +83,10 @@ class Annotations:
         """The annotations of half 1 or 2 only."""
         return self._subset(self.half == half)
 
+    def of_class(self, class_index: int) -> Annotations:
+        """The annotations of one class only."""
+        return self._subset(self.class_index == class_index)
+
     def within_features(self) -> Annotations:
         """The annotations that have a feature row: those not ``past_end`` (training targets)."""
         return self if not self.past_end.any() else self._subset(~self.past_end)

@@ -30,8 +30,14 @@ def train_with_ray(
     storage_path: str | None = None,
     max_failures: int = 0,
     callbacks: list[Any] | None = None,
+    report_unvalidated: bool = True,
+    cpus_per_worker: float = 1.0,
 ) -> Any:
-    """Run ``fit`` on ``num_workers`` Ray Train workers; returns Ray's ``Result``."""
+    """Run ``fit`` on ``num_workers`` Ray Train workers; returns Ray's ``Result``.
+
+    ``report_unvalidated=False`` reports only validated epochs (a search: an epoch without
+    validation carries no fresh score for a scheduler to act on).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -41,8 +47,11 @@ def train_with_ray(
             "config": config.to_dict(),
             "roots": roots,  # a frozen dataclass of paths: pickled as it is, fields by name
             "out_dir": str(Path(out_dir).resolve()),
+            "report_unvalidated": report_unvalidated,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+        ),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path or str(Path(out_dir).resolve() / "ray"),
@@ -87,6 +96,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
             resume_from = restored_dir / checkpoint_files.LAST
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        if not loop_config.get("report_unvalidated", True) and not metrics.get("validated", 1.0):
+            return  # every rank sees the same flag: the ranks still report equally often
         if checkpoint_dir is None:
             ray.train.report(metrics)
             return

@@ -1,0 +1,466 @@
+"""The search driver: Ray Tune with Optuna (TPE, seeded) and ASHA over a search space, resumable.
+
+``run_search`` is what ``run_search.py`` calls. An experiment folder holds one search::
+
+    search.json        what defines the search (space, configs, overrides, data, seed)
+    study.db           the Optuna study (SQLite; or --storage: a journal file or a database URL)
+    tune/              Ray Tune's state (what --resume restores)
+    trials/<id>/       each trial's run folder, predictions, windows and result (astra.search.trial)
+    results.parquet    one row per trial, kept current while the search runs (astra.search.results)
+    summary.md, plots/ the summary; ``--report`` rebuilds them from what is on disk
+
+Re-running with the same experiment folder (or ``--resume``) continues the search: finished
+trials are kept and not re-run, unfinished ones continue from their last checkpoint, the study
+gets no duplicate trials. A different definition in the same folder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astra.config import ExperimentConfig
+from astra.data.dataset import DataRoots
+from astra.files import atomic_write
+from astra.search.space import SearchSpace, load_space
+
+log = logging.getLogger(__name__)
+
+DEFINITION_NAME = "search.json"
+TUNE_NAME = "tune"
+STUDY_NAME = "study.db"
+DEFAULT_EXPERIMENTS = Path("runs") / "search"
+
+
+class SearchError(ValueError):
+    """A search that cannot run as asked; the message says why and what to do."""
+
+
+@dataclass
+class SearchOptions:
+    """What ``run_search.py`` was asked (see its ``--help``)."""
+
+    space: str = "smoke"
+    configs: list[str] = field(default_factory=list)
+    data: str | None = None
+    features_root: str | None = None
+    audio_root: str | None = None
+    experiment: str | None = None
+    trials: int | None = None
+    concurrent: int | None = None
+    storage: str | None = None
+    resume: bool = False
+    seed: int = 0
+    dry_run: bool = False
+    report: bool = False
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A search ready to run: the space, the base config, the data and where it all goes."""
+
+    space: SearchSpace
+    base: ExperimentConfig
+    roots: DataRoots | None  # None: the default simulated data, not written yet
+    experiment: Path
+    trials: int
+    concurrent: int
+    storage: str
+    seed: int
+    options: SearchOptions
+
+    @property
+    def study_name(self) -> str:
+        return f"astra-{self.space.name}"
+
+
+def run_search(options: SearchOptions) -> int:
+    """Run (or resume, or only plan or report) a search; returns the exit status."""
+    plan = make_plan(options)
+    if options.report:
+        report(plan.experiment)
+        return 0
+    if options.dry_run:
+        print(describe(plan))
+        return 0
+    roots = plan.roots or DataRoots.from_config(default_data(), plan.base.data)
+    plan = Plan(**{**plan.__dict__, "roots": roots})
+    _claim_experiment(plan)
+    print(describe(plan))
+    outcome = _tune(plan)
+    print(outcome)
+    return 0
+
+
+def make_plan(options: SearchOptions) -> Plan:
+    """Load and check everything a search needs, without starting Ray or reading the data."""
+    if options.report:
+        experiment = Path(options.experiment or "")
+        definition = _read_definition(experiment)
+        if definition is None:
+            raise SearchError(f"{experiment}: not a search experiment folder (no {DEFINITION_NAME})")
+        options = SearchOptions(**{**definition["options"], "report": True, "experiment": str(experiment)})
+    space = load_space(options.space)
+    searched = sorted({o.partition("=")[0].strip() for o in options.overrides} & set(space.parameters))
+    if searched:
+        raise SearchError(
+            f"{searched[0]} is searched by {space.path}: it cannot also be set on the command line"
+        )
+    overrides = [*options.overrides, f"train.seed={options.seed}"]
+    base = space.base_config(options.configs, overrides)
+    experiment = Path(options.experiment) if options.experiment else DEFAULT_EXPERIMENTS / space.name
+    roots = None
+    if options.data is not None:
+        roots = DataRoots.from_config(
+            options.data, base.data, features_root=options.features_root, audio_root=options.audio_root
+        )
+        if "://" not in options.data and not Path(options.data).is_dir():
+            raise SearchError(f"--data {options.data}: no such folder")
+    trials = options.trials or space.budget.trials
+    concurrent = options.concurrent or space.budget.concurrent
+    if trials < 1 or concurrent < 1:
+        raise SearchError(f"--trials and --concurrent must be >= 1, got {trials} and {concurrent}")
+    storage = options.storage or f"sqlite:///{(experiment / STUDY_NAME).resolve()}"
+    return Plan(space, base, roots, experiment, trials, concurrent, storage, options.seed, options)
+
+
+def describe(plan: Plan) -> str:
+    """What the search would run, in a few lines (``--dry-run`` prints it)."""
+    space, resources = plan.space, plan.space.resources
+    data = (
+        f"{plan.roots.labels}"
+        if plan.roots is not None
+        else f"the simulator's default dataset ({default_data_dir()})"
+    )
+    lines = [
+        f"search space   {space.path} ({len(space.parameters)} parameters)",
+        *[f"  {path:<36} {d.describe()}" for path, d in space.parameters.items()],
+        "base config    "
+        + (", ".join(str(p) for p in [*space.configs, *plan.options.configs]) or "the defaults")
+        + (
+            f" + {len(space.settings) + len(plan.options.overrides)} settings"
+            if space.settings or plan.options.overrides
+            else ""
+        ),
+        f"data           {data}",
+        f"trials         {plan.trials}, {plan.concurrent} at a time, "
+        f"up to {plan.base.train.epochs} epochs each"
+        + (" (the first: the base config itself)" if space.start_from_base else ""),
+        "scheduler      "
+        + (
+            f"ASHA on {_metric_name()} by epoch (grace {space.asha.grace_epochs}, "
+            f"reduction {space.asha.reduction_factor})"
+            if space.asha.enabled
+            else "none: every trial runs to its last epoch"
+        ),
+        f"one trial      {resources.workers} worker(s) x ({resources.cpus_per_worker:g} CPU, "
+        f"{resources.gpus_per_worker:g} GPU)" + (" under Ray Train (DDP)" if resources.workers > 1 else ""),
+        f"               needs {plan.concurrent * resources.workers * resources.cpus_per_worker:g} CPUs and "
+        f"{plan.concurrent * resources.workers * resources.gpus_per_worker:g} GPUs "
+        f"for {plan.concurrent} at a time"
+        f" (this machine: {os.cpu_count()} CPUs)",
+        "windows        "
+        + (
+            f"searched per class on valid ({space.windows.method})" if space.windows.search else "the paper's"
+        ),
+        f"study          {plan.storage} (study {plan.study_name}, seed {plan.seed})",
+        f"experiment     {plan.experiment}",
+    ]
+    return "\n".join(lines)
+
+
+def report(experiment: Path) -> None:
+    """Rebuild ``results.parquet``, ``summary.md`` and the plots from the experiment folder."""
+    from astra.search import results
+
+    plan = make_plan(SearchOptions(experiment=str(experiment), report=True))
+    statuses = _saved_statuses(experiment)
+    rows = results.trial_rows(experiment, plan.space, statuses)
+    results.write_results(experiment, rows, plan.space)
+    summary = results.write_summary(
+        experiment, rows, plan.space, study=_load_study(plan), base_trial=_base_trial(rows, plan.space)
+    )
+    print(f"{len(rows)} trials -> {experiment / results.RESULTS_NAME}, {summary}")
+
+
+def default_data_dir() -> Path:
+    """Where the simulator's default dataset is cached (``$ASTRA_CACHE``, else the user's cache)."""
+    from astra.data.simulator import SimulatorConfig
+
+    root = Path(
+        os.environ.get("ASTRA_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "astra"
+    )
+    version = hashlib.sha256(repr(SimulatorConfig()).encode()).hexdigest()[:8]
+    return root / f"simulated-default-{version}"
+
+
+def default_data() -> Path:
+    """The simulator's default dataset, written on first use (under a lock: one writer at a time)."""
+    import fcntl
+    import shutil
+    import tempfile
+
+    from astra.data.simulator import SimulatorConfig, simulate
+
+    target = default_data_dir()
+    if (target / "splits.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "splits.json").is_file():
+            print(f"writing the simulator's default dataset to {target} (once; about 2 GB, a minute)")
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            try:
+                simulate(staging, SimulatorConfig(), progress=True, overwrite=True)
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _tune(plan: Plan) -> str:
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from astra.search import results
+    from astra.search.callbacks import ProgressLine, ResultsTable
+    from astra.search.trial import METRIC, TrialContext, run_trial
+
+    assert plan.roots is not None
+    if not ray.is_initialized():
+        ray.init()
+    space = plan.space
+    context = TrialContext(plan.experiment.resolve(), space, plan.base.to_dict(), plan.roots)
+    resources = space.resources
+    trial_resources = (
+        {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
+        if resources.workers == 1
+        else {"cpu": 0.01}  # the trial's driver; its Ray Train workers ask for their own
+    )
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources)
+    callbacks = [ResultsTable(plan.experiment, space), ProgressLine(plan.trials, plan.concurrent)]
+    tune_path = (plan.experiment / TUNE_NAME).resolve()
+    started = time.time()
+    if tune.Tuner.can_restore(str(tune_path)):
+        log.info("resuming the search in %s", plan.experiment)
+        tuner = tune.Tuner.restore(
+            str(tune_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
+        # The restored run config is the one of the first run: give it this run's callbacks.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+    else:
+        storage = _optuna_storage(plan.storage)
+        if plan.study_name not in optuna.study.get_all_study_names(storage):
+            study = optuna.create_study(storage=storage, study_name=plan.study_name, direction="maximize")
+            point = space.base_point(plan.base) if space.start_from_base else {}
+            if point:
+                # Enqueued once, in a fresh study only: on a restore it would come back as a duplicate.
+                # Parameters the base config holds outside the space are sampled.
+                study.enqueue_trial(point)
+        searcher = OptunaSearch(
+            space=space.optuna_space(), metric=METRIC, mode="max", storage=storage,
+            study_name=plan.study_name, seed=plan.seed,
+        )  # fmt: skip
+        scheduler = (
+            ASHAScheduler(
+                metric=METRIC,
+                mode="max",
+                time_attr="epoch",
+                max_t=plan.base.train.epochs,
+                grace_period=space.asha.grace_epochs,
+                reduction_factor=space.asha.reduction_factor,
+            )
+            if space.asha.enabled
+            else FIFOScheduler()
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=plan.trials,
+                max_concurrent_trials=plan.concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_NAME,
+                storage_path=str(plan.experiment.resolve()),
+                # A killed trial process is restarted (it resumes from its last.pt); errors a retry
+                # would meet again are not (astra.search.trial).
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=callbacks,
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    statuses = _record_errors(plan.experiment, grid)
+    rows = results.trial_rows(plan.experiment, space, statuses)
+    _save_statuses(plan.experiment, rows)
+    results.write_results(plan.experiment, rows, space)
+    summary = results.write_summary(
+        plan.experiment, rows, space, study=_load_study(plan), base_trial=_base_trial(rows, space)
+    )
+    return _outcome(plan, rows, time.time() - started, summary)
+
+
+def _record_errors(experiment: Path, grid: Any) -> dict[str, str]:
+    """Errored trials: their error (the last line of Ray's traceback) in their error.json if none is there."""
+    from astra.search.trial import ERROR_NAME
+
+    statuses = {}
+    for result in grid:
+        if result.error is None:
+            continue
+        trial_id = _trial_id_of(Path(str(result.path)).name, experiment)
+        if not trial_id:
+            continue
+        statuses[trial_id] = "errored"
+        path = experiment / "trials" / trial_id / ERROR_NAME
+        if not path.is_file():
+            lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
+            with atomic_write(path, "w") as f:
+                json.dump({"error": lines[-1] if lines else type(result.error).__name__}, f)
+    return statuses
+
+
+def _trial_id_of(tune_folder: str, experiment: Path) -> str:
+    """The trial id in the name of its Ray Tune folder (``run_trial_<id>_<n>_<params>``)."""
+    trials = experiment / "trials"
+    known = {p.name for p in trials.iterdir()} if trials.is_dir() else set()
+    return next((part for part in tune_folder.split("_") if part in known), "")
+
+
+def _outcome(plan: Plan, rows: list[dict[str, Any]], seconds: float, summary: Path) -> str:
+    from astra.search.results import RESULTS_NAME, best_trial
+
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "errored", "running")}
+    lines = [
+        f"search {plan.space.name}: {len(rows)} trials in {seconds / 60:.1f} min ("
+        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        + ")",
+    ]
+    best = best_trial(rows)
+    if best is None:
+        lines.append("no trial finished")
+    else:
+        lines += [
+            f"best trial {best['trial_id']} (chosen on valid): best valid tight a-mAP "
+            f"{best['best_valid_tight_a_map']:.4f} at epoch {best['best_epoch']}",
+            *[f"  {path} = {best[path]}" for path in plan.space.parameters],
+            f"  valid tight {_f(best['valid_tight_paper'])} with the paper's windows, "
+            f"{_f(best['valid_tight_searched'])} searched",
+            f"  test  tight {_f(best['test_tight_paper'])} with the paper's windows, "
+            f"{_f(best['test_tight_searched'])} searched"
+            f" (loose {_f(best['test_loose_paper'])}, {_f(best['test_loose_searched'])})",
+        ]
+        if best["windows"]:
+            lines.append("  windows (s) " + ", ".join(f"{w:g}" for w in best["windows"]))
+        lines.append(f"  checkpoint {best['best_checkpoint']}")
+    lines += [f"results  {plan.experiment / RESULTS_NAME}", f"summary  {summary}"]
+    return "\n".join(lines)
+
+
+def _claim_experiment(plan: Plan) -> None:
+    """Record what defines the search; refuse a folder that holds another search."""
+    assert plan.roots is not None
+    definition = {
+        "space": str(plan.space.path),
+        "space_sha256": hashlib.sha256(plan.space.path.read_bytes()).hexdigest(),
+        "base_config": plan.base.to_dict(),
+        "data": {k: str(v) for k, v in plan.roots.__dict__.items()},
+        "options": {
+            **{k: v for k, v in plan.options.__dict__.items() if k not in ("dry_run", "report", "resume")},
+            "data": str(plan.roots.labels),
+            "trials": plan.trials,
+            "concurrent": plan.concurrent,
+            "storage": plan.storage,
+        },
+    }
+    recorded = _read_definition(plan.experiment)
+    if recorded is not None:
+        differs = [
+            key for key in ("space_sha256", "base_config", "data") if recorded.get(key) != definition[key]
+        ]
+        if differs:
+            raise SearchError(
+                f"{plan.experiment} holds another search (its {', '.join(differs)} differ): use another "
+                "--experiment, or the same space, configs, settings and data to continue it"
+            )
+        if not (plan.experiment / TUNE_NAME).is_dir():
+            log.info("%s: no Ray Tune state yet; starting the search", plan.experiment)
+    elif plan.options.resume:
+        raise SearchError(f"--resume: {plan.experiment} holds no search to resume")
+    plan.experiment.mkdir(parents=True, exist_ok=True)
+    with atomic_write(plan.experiment / DEFINITION_NAME, "w") as f:
+        json.dump(definition, f, indent=1)
+
+
+def _read_definition(experiment: Path) -> dict[str, Any] | None:
+    path = experiment / DEFINITION_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _optuna_storage(uri: str) -> Any:
+    """An Optuna storage object from ``--storage``: a database URL, or a journal file (NFS-safe)."""
+    import optuna
+
+    if "://" in uri:
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(uri)
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    return optuna.storages.JournalStorage(
+        JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    )
+
+
+def _load_study(plan: Plan) -> Any:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=plan.study_name, storage=_optuna_storage(plan.storage))
+    except (KeyError, ValueError) as error:
+        log.info("no Optuna study to read (%s)", error)
+        return None
+
+
+def _base_trial(rows: Sequence[dict[str, Any]], space: SearchSpace) -> str:
+    """The trial that ran the base config (the first one, when the space starts from it)."""
+    return rows[0]["trial_id"] if rows and space.start_from_base else ""
+
+
+def _save_statuses(experiment: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with atomic_write(experiment / "statuses.json", "w") as f:
+        json.dump({row["trial_id"]: row["status"] for row in rows}, f)
+
+
+def _saved_statuses(experiment: Path) -> dict[str, str]:
+    path = experiment / "statuses.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _metric_name() -> str:
+    from astra.search.trial import METRIC
+
+    return METRIC
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
