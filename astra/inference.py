@@ -23,8 +23,7 @@ from astra.config import ClipConfig, ConfigError, ExperimentConfig, InferenceCon
 from astra.data.clips import inference_window_starts, slice_audio_frames, slice_clips, usable_audio
 from astra.data.dataset import AUDIO_FRAMES_PER_SECOND, DataError, Half, non_finite_message
 from astra.data.labels import Annotations
-from astra.model import AstraModel, build_model
-from astra.model.audio import clamp_dynamic_range, power_to_db
+from astra.model import AstraModel, AudioFrontEnd, build_model
 from astra.postprocess.aggregation import aggregate_windows
 from astra.training import checkpoint
 
@@ -110,7 +109,7 @@ def num_frames_of(half: Half) -> int:
 
 @torch.no_grad()
 def predict_half(
-    model: torch.nn.Module,
+    model: AstraModel,
     half: Half,
     clips: ClipConfig,
     inference: InferenceConfig,
@@ -128,9 +127,12 @@ def predict_half(
         half.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds)
     )
     # Windows overlap (6 of them cover each second at the defaults): the half's audio is turned
-    # into decibels once, and each window takes its slice and its own 80-dB floor, exactly the
-    # model's log-mel of that window.
-    decibels = half_decibels(half) if with_audio else None
+    # into decibels once, and the front end prepares each window's slice (its own 80-dB floor,
+    # its pool), exactly its prepare of that window's mel power.
+    frontend = model.audio_frontend if with_audio else None
+    if with_audio and frontend is None:
+        raise ValueError("with_audio: this model was built without audio (model.use_audio: false)")
+    decibels = half_decibels(half, frontend) if frontend is not None else None
     window_frames = clips.clip_seconds * AUDIO_FRAMES_PER_SECOND
     class_scores: list[np.ndarray] = []
     displacement: list[np.ndarray] = []
@@ -138,14 +140,14 @@ def predict_half(
         batch_starts = starts[first : first + batch_size]
         features, _ = slice_clips(half, batch_starts, clips.clip_seconds, with_audio=False)
         features_t = torch.from_numpy(features).to(device)
-        log_mel = None
-        if decibels is not None:
-            window_db = slice_audio_frames(
-                decibels, batch_starts * AUDIO_FRAMES_PER_SECOND, window_frames, decibels.shape[1]
-            )
-            log_mel = clamp_dynamic_range(torch.from_numpy(window_db).to(device))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            outputs = model(features_t, log_mel, audio_is_log_mel=True)
+            audio = None
+            if frontend is not None and decibels is not None:
+                window_db = slice_audio_frames(
+                    decibels, batch_starts * AUDIO_FRAMES_PER_SECOND, window_frames, decibels.shape[1]
+                )
+                audio = frontend.prepare_decibels(torch.from_numpy(window_db).to(device))
+            outputs = model(features_t, audio)
         class_scores.append(outputs["class_scores"].float().cpu().numpy())
         displacement.append(outputs["displacement"].float().cpu().numpy())
     return aggregate_windows(
@@ -158,8 +160,10 @@ def predict_half(
     )
 
 
-def half_decibels(half: Half, chunk_frames: int = 60 * AUDIO_FRAMES_PER_SECOND) -> np.ndarray:
-    """``[128, usable frames]`` float32: a half's mel power in decibels (``power_to_db``), before any floor.
+def half_decibels(
+    half: Half, frontend: AudioFrontEnd, chunk_frames: int = 60 * AUDIO_FRAMES_PER_SECOND
+) -> np.ndarray:
+    """``[128, usable frames]`` float32: a half's mel power in the front end's decibels, before any floor.
 
     Read and converted a minute at a time. Raises :class:`DataError` naming the file and the
     frame where the recording holds NaN or inf.
@@ -174,7 +178,7 @@ def half_decibels(half: Half, chunk_frames: int = 60 * AUDIO_FRAMES_PER_SECOND) 
             frame = first + int(np.argmin(finite))
             assert half.audio_path is not None
             raise DataError(non_finite_message(half.audio_path, frame // AUDIO_FRAMES_PER_SECOND, frame))
-        decibels[:, first:stop] = power_to_db(torch.from_numpy(power)).numpy()
+        decibels[:, first:stop] = frontend.decibels(torch.from_numpy(power)).numpy()
     return decibels
 
 

@@ -143,7 +143,7 @@ def main() -> None:
             torch.set_flush_denormal(flush_denormal)  # the trainer flushes them
             use_fast_dropout(model, dropout)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                outputs = model(features, audio if model.use_audio else None)
+                outputs = model(features, model.prepare_audio(audio if model.use_audio else None))
             loss, _ = total_loss(
                 {k: v.float() for k, v in outputs.items()},
                 classification,

@@ -36,7 +36,7 @@ def _windowed_reference(model: torch.nn.Module, half, batch_size: int) -> np.nda
             half, starts[first : first + batch_size], CLIPS.clip_seconds, with_audio=True
         )
         with torch.no_grad():
-            outputs = model(torch.from_numpy(features), torch.from_numpy(power))
+            outputs = model(torch.from_numpy(features), model.prepare_audio(torch.from_numpy(power)))
         scores.append(outputs["class_scores"].numpy())
         displacement.append(outputs["displacement"].numpy())
     return aggregate_windows(

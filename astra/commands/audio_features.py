@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from astra.data.audio_features import mel_power_spectrogram, read_wav
     from astra.files import atomic_write
-    from astra.model.audio import mel_power_spectrogram, read_wav
 
     waveform, sample_rate = read_wav(args.wav)
     mel_power = mel_power_spectrogram(waveform, sample_rate, target_sample_rate=args.sample_rate)

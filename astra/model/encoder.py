@@ -29,6 +29,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from astra.model.locality import head_slopes, per_batch_mask, token_distance_penalty
+
 
 class TokenEncodings(nn.Module):
     """Learnable temporal and source encodings; lays tokens out time-major, visual then audio.
@@ -106,8 +108,7 @@ class HierarchicalEncoder(nn.Module):
             # -inf across segments (the same attention as running the segments apart). Buffers not
             # saved in checkpoints: they follow from the config.
             # With per-head slopes (head_ratio != 1, as ALiBi) the masks are [heads, N, N].
-            distance = (token_times[:, None] - token_times[None, :]).abs().float()
-            penalty = distance_penalty(distance, head_slopes(locality_slope, head_ratio, num_heads))
+            penalty = token_distance_penalty(token_times, head_slopes(locality_slope, head_ratio, num_heads))
             for segments in sorted(set(segments_per_layer)):
                 segment = _segment_of_tokens(num_visual_tokens, num_audio_tokens, segments)
                 bias = penalty.masked_fill(segment[:, None] != segment[None, :], float("-inf"))
@@ -183,28 +184,6 @@ class HierarchicalEncoder(nn.Module):
             ],
             dim=1,
         )
-
-
-def head_slopes(slope: float, ratio: float, num_heads: int) -> float | tuple[float, ...]:
-    """``slope`` for every head when ``ratio`` is 1, else ``slope * ratio**h`` for head ``h``."""
-    if ratio == 1:
-        return slope
-    return tuple(slope * ratio**head for head in range(num_heads))
-
-
-def distance_penalty(distance: torch.Tensor, slopes: float | Sequence[float]) -> torch.Tensor:
-    """``-slope * distance``; with one slope per head, ``[heads, *distance.shape]``."""
-    if isinstance(slopes, (int, float)):
-        return -slopes * distance
-    return -torch.as_tensor(slopes, dtype=distance.dtype)[:, None, None] * distance
-
-
-def per_batch_mask(bias: torch.Tensor, batch: int) -> torch.Tensor:
-    """An attention mask for ``nn.MultiheadAttention``: a 2-D bias as it is; a per-head
-    ``[heads, L, S]`` bias repeated to ``[batch * heads, L, S]`` (batch-major, as it expects)."""
-    if bias.dim() == 2:
-        return bias
-    return bias.unsqueeze(0).expand(batch, *bias.shape).reshape(batch * bias.shape[0], *bias.shape[1:])
 
 
 def _segment_of_tokens(num_visual: int, num_audio: int, segments: int) -> torch.Tensor:

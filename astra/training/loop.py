@@ -421,7 +421,7 @@ def _train_step(
     # the queue update), then the rest of the network. A model that pools its audio without
     # temporal augmentation pools before mixup (the same mix, 32x less to mix and queue at 8 x 4).
     log_mel = (
-        session.core.preprocess_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
+        session.core.prepare_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
     )
     features, log_mel, class_targets, displacement_targets = session.mixup(
         features, log_mel, class_targets, displacement_targets
@@ -429,7 +429,7 @@ def _train_step(
     with torch.autocast(
         device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
     ):
-        outputs = session.model(features, log_mel, audio_is_log_mel=True)
+        outputs = session.model(features, log_mel)
     loss, parts = total_loss(
         {name: value.float() for name, value in outputs.items()},
         class_targets,

@@ -14,8 +14,7 @@ from astra.classes import NUM_CLASSES
 from astra.config import ClipConfig, ModelConfig
 from astra.layout import AUDIO_FRAMES_PER_SECOND
 from astra.model import build_model, parameter_breakdown
-from astra.model.astra import clip_band_norm
-from astra.model.audio import log_mel_db
+from astra.model.audio_frontend import clip_band_norm, log_mel_db
 
 # A tiny network: 8-s clips, 3 visual embeddings, 8 audio patches of 96 frames.
 TINY_MODEL = ModelConfig(
@@ -89,7 +88,7 @@ def test_output_shapes_for_every_switch(
     clips = dataclasses.replace(TINY_CLIPS, outputs_per_second=outputs_per_second)
     model = build_model(config, clips)
     features, audio = _inputs(3, config, clips)
-    outputs = model(features, audio if use_audio else None)
+    outputs = model(features, model.prepare_audio(audio if use_audio else None))
     shape = (3, clips.clip_seconds * outputs_per_second, NUM_CLASSES + 1)
     expected_keys = {"class_scores", "displacement"} | ({"log_variance"} if head == "uncertainty" else set())
     assert set(outputs) == expected_keys
@@ -107,24 +106,35 @@ def test_batched_equals_unbatched_in_eval_mode(use_audio: bool) -> None:
     audio[1] *= 1e-6
     audio_or_none = audio if use_audio else None
     with torch.no_grad():
-        batched = model(features, audio_or_none)
+        batched = model(features, model.prepare_audio(audio_or_none))
         for i in range(3):
-            single = model(features[i : i + 1], audio[i : i + 1] if use_audio else None)
+            single = model(features[i : i + 1], model.prepare_audio(audio[i : i + 1] if use_audio else None))
             for key, value in single.items():
                 torch.testing.assert_close(value[0], batched[key][i], rtol=1e-4, atol=1e-5)
 
 
-def test_stages_compose_to_forward() -> None:
+def test_prepare_audio_is_the_front_ends_and_its_parts_keep_their_checkpoint_names() -> None:
     model = build_model(TINY_MODEL, TINY_CLIPS).eval()
     features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
+    frontend = model.audio_frontend
+    assert frontend is not None
     with torch.no_grad():
-        whole = model(features, audio)
-        log_mel = model.preprocess_audio(audio)
-        staged = model.forward_features(features, log_mel)
-        through_forward = model(features, log_mel, audio_is_log_mel=True)
+        whole = model(features, model.prepare_audio(audio))
+        staged = model(features, frontend.prepare(audio))
     for key in whole:
         torch.testing.assert_close(staged[key], whole[key])
-        torch.testing.assert_close(through_forward[key], whole[key])
+    assert model.prepare_audio(None) is None
+    # The front end's backbone and temporal augmentation are the model's audio_backbone and
+    # audio_augment, saved under those names once, and switched to training with the model.
+    assert frontend.backbone is model.audio_backbone and frontend.augment is model.audio_augment
+    keys = list(model.state_dict())
+    assert any(key.startswith("audio_backbone.") for key in keys) and "audio_augment.replacement" in keys
+    assert not any(key.startswith("audio_frontend") for key in keys)
+    assert len(keys) == len(set(keys))
+    model.train()
+    assert frontend.training and frontend.backbone.training
+    model.eval()
+    assert not frontend.training
 
 
 def test_eval_mode_is_deterministic_and_training_mode_is_not() -> None:
@@ -132,6 +142,7 @@ def test_eval_mode_is_deterministic_and_training_mode_is_not() -> None:
     features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
     with torch.no_grad():
         model.eval()
+        audio = model.prepare_audio(audio)
         first, second = model(features, audio), model(features, audio)
         torch.testing.assert_close(first["class_scores"], second["class_scores"])
         model.train()
@@ -146,6 +157,8 @@ def test_wrong_inputs_are_named() -> None:
         model(features[:, :-1], audio)
     with pytest.raises(ValueError, match="audio must be"):
         model(features, audio[:, :, :-1])
+    with pytest.raises(ValueError, match="audio must be"):
+        model.prepare_audio(audio[:, :, :-1])
     with pytest.raises(ValueError, match="uses audio"):
         model(features, None)
     visual_only = build_model(dataclasses.replace(TINY_MODEL, use_audio=False), TINY_CLIPS)
@@ -166,7 +179,7 @@ def test_every_parameter_learns() -> None:
     # Every parameter takes part in a training step (distributed training rejects unused ones).
     model = build_model(TINY_MODEL, TINY_CLIPS).train()
     features, audio = _inputs(2, TINY_MODEL, TINY_CLIPS)
-    outputs = model(features, audio)
+    outputs = model(features, model.prepare_audio(audio))
     sum(value.sum() for value in outputs.values()).backward()
     no_gradient = [
         name for name, p in model.named_parameters() if p.grad is None or not p.grad.isfinite().all()
@@ -224,21 +237,6 @@ def test_tiny_model_overfits_one_batch() -> None:
     assert losses[-1] < losses[0] / 10, f"loss went from {losses[0]:.4f} to {losses[-1]:.4f}"
 
 
-def test_locality_bias_times_and_slope() -> None:
-    from astra.model.astra import locality_bias
-
-    # 2 outputs per second over a 3-s clip, 2 visual embeddings, 2 audio patches of 0.96 s.
-    bias = locality_bias(6, 2, 3, 2, 2, 0.96, slope=2.0)
-    assert bias.shape == (6, 3 * 2 + 2)
-    # Output 0 sits at 0.25 s; visual tokens of second 0 at 0.5 s, of second 2 at 2.5 s.
-    assert bias[0, 0].item() == pytest.approx(-0.5) and bias[0, 1].item() == pytest.approx(-0.5)
-    assert bias[0, 4].item() == pytest.approx(-4.5)
-    # Audio patch 1 at 1.44 s; output 5 at 2.75 s.
-    assert bias[5, 7].item() == pytest.approx(-2.0 * (2.75 - 1.44))
-    # Each output's nearest visual second carries the largest bias.
-    assert torch.equal(bias[:, :6:2].argmax(dim=1), torch.tensor([0, 0, 1, 1, 2, 2]))
-
-
 def test_decoder_locality_bias_reaches_cross_attention() -> None:
     config = dataclasses.replace(TINY_MODEL, decoder_locality_bias=50.0, use_audio=False)
     model = build_model(config, TINY_CLIPS).eval()
@@ -284,7 +282,7 @@ def test_encoder_locality_bias_under_bf16_autocast_and_in_checkpoints() -> None:
     assert not any("attention_bias" in key for key in model.state_dict())  # they follow from the config
     features, audio = _inputs(2, config, TINY_CLIPS)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        outputs = model(features, audio)
+        outputs = model(features, model.prepare_audio(audio))
     assert torch.isfinite(outputs["class_scores"].float()).all()
 
 
@@ -293,7 +291,7 @@ def test_locality_bias_under_bf16_autocast() -> None:
     model = build_model(config, TINY_CLIPS).eval()
     features, audio = _inputs(2, config, TINY_CLIPS)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        outputs = model(features, audio)
+        outputs = model(features, model.prepare_audio(audio))
     assert torch.isfinite(outputs["class_scores"].float()).all()
 
 
@@ -325,9 +323,9 @@ def test_audio_input_pool_averages_each_patch_before_the_cnn() -> None:
     seen: list[torch.Tensor] = []
     model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     with torch.no_grad():
-        model(features, audio)
+        model(features, model.prepare_audio(audio))
         # The patches as the unpooled model cuts them: 96 frames x 128 mel bins each.
-        log_mel = model.preprocess_audio(audio).transpose(1, 2)  # [B, frames, mels]
+        log_mel = model.prepare_audio(audio).transpose(1, 2)  # [B, frames, mels]
         num_patches = model.encodings.audio_temporal.shape[0]
         patches = log_mel[:, : num_patches * 96].reshape(2 * num_patches, 1, 96, 128)
     assert seen[0].shape == (2 * num_patches, 1, 48, 32)
@@ -370,8 +368,8 @@ def test_audio_backbone_without_convolutions_sees_the_normalised_pooled_patches(
     features, audio = _inputs(2, config, TINY_CLIPS)
     seen: list[torch.Tensor] = []
     model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    outputs = model(features, audio)
-    log_mel = model.preprocess_audio(audio).transpose(1, 2)
+    outputs = model(features, model.prepare_audio(audio))
+    log_mel = model.prepare_audio(audio).transpose(1, 2)
     num_patches = model.encodings.audio_temporal.shape[0]
     patches = F.avg_pool2d(log_mel[:, : num_patches * 96].reshape(2 * num_patches, 1, 96, 128), (8, 4))
     torch.testing.assert_close(seen[0], clip_band_norm(patches, batch=2))
@@ -395,9 +393,9 @@ def test_audio_noise_is_added_to_what_the_audio_backbone_reads_in_training_only(
     model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     with torch.no_grad():
         model.train()
-        model(features, audio)
+        model(features, model.prepare_audio(audio))
         model.eval()
-        model(features, audio)
+        model(features, model.prepare_audio(audio))
     clean = seen[1]  # eval: the pooled, clip-normalised patches themselves
     noise = seen[0] - clean
     assert abs(noise.std().item() - 0.5) < 0.02 and abs(noise.mean().item()) < 0.02
@@ -419,7 +417,7 @@ def test_audio_temporal_augmentation_acts_on_10_ms_steps_before_the_pool() -> No
     features, audio = _inputs(2, config, TINY_CLIPS)
     seen: list[torch.Tensor] = []
     model.audio_backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    model(features, audio)
+    model(features, model.prepare_audio(audio))
     replacement = model.audio_augment.replacement.detach()  # [128]
     band_means = replacement.reshape(32, 4).mean(dim=1)  # [32]
     torch.testing.assert_close(seen[0], band_means.expand_as(seen[0]))
@@ -427,31 +425,37 @@ def test_audio_temporal_augmentation_acts_on_10_ms_steps_before_the_pool() -> No
     model.eval()
     seen.clear()
     with torch.no_grad():
-        model(features, audio)
+        model(features, model.prepare_audio(audio))
     assert not torch.allclose(seen[0], band_means.expand_as(seen[0]))
 
 
 def test_mixing_the_pooled_log_mel_is_mixing_the_log_mel() -> None:
-    # No temporal dropout or switch, so preprocess_audio pools early.
+    # No temporal dropout or switch, so the front end's prepare pools early.
     config = SMALL_PRESET_AUDIO
     model = build_model(config, TINY_CLIPS).eval()
-    assert model.pools_audio_early
+    assert model.audio_frontend is not None and model.audio_frontend.pools_early
+    # The same weights with a temporal switch (nothing to switch in eval mode): it takes the full
+    # log-mel, and pools it itself.
+    switched = build_model(dataclasses.replace(config, temporal_switch_p=0.5), TINY_CLIPS).eval()
+    switched.load_state_dict(model.state_dict())
     features, audio = _inputs(2, config, TINY_CLIPS)
     with torch.no_grad():
-        pooled = model.preprocess_audio(audio)
+        pooled = model.prepare_audio(audio)
         assert pooled.shape == (2, 32, 8 * 96 // 8)  # 8 patches of 12 steps, 32 bands
         full = log_mel_db(audio)
+        torch.testing.assert_close(switched.prepare_audio(audio), full)
         # The pooled log-mel and the full one give the same outputs, mixed or not.
         mixed_pooled = 0.3 * pooled + 0.7 * pooled.flip(0)
         mixed_full = 0.3 * full + 0.7 * full.flip(0)
         for given, reference in ((pooled, full), (mixed_pooled, mixed_full)):
             torch.testing.assert_close(
-                model(features, given, audio_is_log_mel=True)["class_scores"],
-                model(features, reference, audio_is_log_mel=True)["class_scores"],
+                model(features, given)["class_scores"], switched(features, reference)["class_scores"]
             )
     # A model that augments the 10-ms steps takes the full log-mel only, and says so.
     stepped = build_model(dataclasses.replace(config, temporal_dropout_p=0.5), TINY_CLIPS).eval()
-    assert not stepped.pools_audio_early
-    assert stepped.preprocess_audio(audio).shape == (2, 128, 800)
+    assert stepped.audio_frontend is not None and not stepped.audio_frontend.pools_early
+    assert stepped.prepare_audio(audio).shape == (2, 128, 800)
     with pytest.raises(ValueError, match=r"audio must be \[B, 128, 800\], got \(2, 32, 96\)"):
-        stepped(features, pooled, audio_is_log_mel=True)
+        stepped(features, pooled)
+    with pytest.raises(ValueError, match=r"audio must be \[B, 32, 96\], got \(2, 128, 800\)"):
+        model(features, full)  # the pooling model takes its pooled input only

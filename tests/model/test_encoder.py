@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from astra.model.encoder import HierarchicalEncoder, TokenEncodings, encoder_segments
+from astra.model.locality import head_slopes, locality_bias, token_times
 
 D_MODEL = 8
 EMBEDDINGS = 3  # visual tokens per second
@@ -124,8 +125,6 @@ def test_token_layout_is_time_major_visual_then_audio() -> None:
 
 
 def _token_times(seconds: int, audio_tokens: int) -> torch.Tensor:
-    from astra.model.astra import token_times
-
     return token_times(seconds, EMBEDDINGS, audio_tokens, 0.96)
 
 
@@ -186,8 +185,6 @@ def test_locality_bias_needs_token_times() -> None:
 
 
 def test_per_head_slopes_follow_the_ratio() -> None:
-    from astra.model.astra import head_slopes, locality_bias
-
     assert head_slopes(1.0, 1.0, 4) == 1.0
     assert head_slopes(1.0, 0.25, 3) == (1.0, 0.25, 0.0625)
     torch.manual_seed(0)
@@ -202,35 +199,6 @@ def test_per_head_slopes_follow_the_ratio() -> None:
     decoder_bias = locality_bias(4, 2, 2, EMBEDDINGS, 0, 0.96, (1.0, 0.5))
     assert decoder_bias.shape == (2, 4, 2 * EMBEDDINGS)
     torch.testing.assert_close(decoder_bias[1], locality_bias(4, 2, 2, EMBEDDINGS, 0, 0.96, 0.5))
-
-
-def test_a_per_head_mask_reaches_the_head_it_is_meant_for() -> None:
-    # nn.MultiheadAttention reads a [B * heads, L, S] mask batch-major; per_batch_mask must lay it
-    # out so. Head 0 may attend only to its own token, head 1 everywhere: compare with attention
-    # computed by hand, head by head, with a batch of 2 so that a head-major layout would fail.
-    from astra.model.encoder import per_batch_mask
-
-    torch.manual_seed(0)
-    heads, length, width = 2, 5, 8
-    attention = torch.nn.MultiheadAttention(width, heads, batch_first=True).eval()
-    x = torch.randn(2, length, width)
-    local = torch.full((length, length), float("-inf")).fill_diagonal_(0.0)
-    bias = torch.stack([local, torch.zeros(length, length)])
-    with torch.no_grad():
-        out, _ = attention(x, x, x, attn_mask=per_batch_mask(bias, 2), need_weights=False)
-        q, k, v = (
-            x @ w.T + b
-            for w, b in zip(attention.in_proj_weight.chunk(3), attention.in_proj_bias.chunk(3), strict=True)
-        )
-        size = width // heads
-        parts = []
-        for head in range(heads):
-            cut = slice(head * size, (head + 1) * size)
-            logits = q[..., cut] @ k[..., cut].transpose(1, 2) / size**0.5 + bias[head]
-            parts.append(logits.softmax(-1) @ v[..., cut])
-        expected = attention.out_proj(torch.cat(parts, dim=-1))
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    assert per_batch_mask(local, 3) is local  # a shared 2-D mask passes as it is
 
 
 def test_a_model_with_per_head_slopes_runs_and_its_heads_differ() -> None:

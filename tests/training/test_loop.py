@@ -304,6 +304,7 @@ def test_the_band_level_audio_front_end_trains_and_its_checkpoint_listens(
     louder = audio.clone()
     louder[1, 80:100, 500:700] *= 1000.0  # 30 dB more in 20 bands for 2 s of the second clip
     with torch.no_grad():
-        quiet, loud = model(features, audio)["class_scores"], model(features, louder)["class_scores"]
+        quiet = model(features, model.prepare_audio(audio))["class_scores"]
+        loud = model(features, model.prepare_audio(louder))["class_scores"]
     torch.testing.assert_close(loud[0], quiet[0])  # clips never see each other's audio
     assert not torch.allclose(loud[1], quiet[1])  # the prediction depends on the audio
