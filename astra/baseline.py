@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from astra.baseline_config import BaselineConfig, BaselineError
 from astra.classes import FRAMES_PER_SECOND, NUM_CLASSES, PAPER_SOFT_NMS_WINDOWS_SECONDS
+from astra.config import BaselineConfig
 from astra.postprocess.nms import detections_to_spots, soft_nms
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICTIONS_ZIP = "predictions.zip"
+
+
+class BaselineError(ValueError):
+    """Data the baseline cannot use; the message says which."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from astra.baseline import (
 )
 from astra.classes import CLASSES, NUM_CLASSES
 from astra.commands import baseline as baseline_command
+from astra.config import ConfigError
 from astra.data.dataset import DataError, DataRoots
 
 HALF_SECONDS = 240
@@ -173,7 +174,7 @@ def test_per_second_scores_cover_both_frames_of_their_second() -> None:
     ],
 )
 def test_bad_settings_raise_a_clear_error(settings: dict, message: str) -> None:
-    with pytest.raises(BaselineError, match=message):
+    with pytest.raises(ConfigError, match=message):
         BaselineConfig(**settings)
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from astra.baseline_config import BaselineConfig
 from astra.commands.arguments import add_data_arguments, data_roots
+from astra.config import BaselineConfig, DataConfig
+from astra.config_cli import add_config_arguments, config_from_arguments
 
 HELP = "fit a ridge-regression baseline and write predictions for a split"
 
@@ -27,39 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", required=True, help="split to predict (test, challenge, ...)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results and predictions.zip")
     parser.add_argument("--train-split", default="train", help="split to fit on (default: train)")
-    parser.add_argument(
-        "--context-seconds",
-        type=int,
-        default=BaselineConfig.context_seconds,
-        help="neighbouring seconds on each side joined to each second's features "
-        f"(default: {BaselineConfig.context_seconds})",
-    )
-    parser.add_argument(
-        "--projection-dim",
-        type=int,
-        default=BaselineConfig.projection_dim,
-        help=f"random projection width for wider features (default: {BaselineConfig.projection_dim})",
-    )
-    parser.add_argument(
-        "--ridge",
-        type=float,
-        default=BaselineConfig.ridge,
-        help=f"ridge strength relative to the mean input variance (default: {BaselineConfig.ridge})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random projection (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_arguments(parser.add_argument_group("ridge probe"), BaselineConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from astra.baseline import run_baseline
-    from astra.config import DataConfig
 
-    config = BaselineConfig(
-        context_seconds=args.context_seconds,
-        projection_dim=args.projection_dim,
-        ridge=args.ridge,
-        seed=args.seed,
-    )
+    config = config_from_arguments(BaselineConfig, args)
     roots = data_roots(args, DataConfig())
     results = run_baseline(
         roots,

@@ -17,8 +17,9 @@ why, is in ``docs/simulator.md``; in short, per game half:
    crowd murmur, crowd swells (goals, shots) and whistles (fouls, offsides,
    kick-offs), whatever the visibility, plus unlabelled whistles and swells.
 
-``simulate(out_dir, config)`` is the API; ``astra synth`` parses into
-:class:`SimulatorConfig`. Same config -> byte-identical files.
+``simulate(out_dir, config)`` is the API; its settings are
+:class:`astra.config.SimulatorConfig`, which ``astra synth`` parses into. Same config ->
+byte-identical files.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from astra.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, PAPER_CLASS_COUNTS
+from astra.config import SimulatorConfig
 from astra.data.labels import LABELS_FILENAME, game_time
 from astra.data.splits import OFFICIAL_SPLITS, SPLITS_FILENAME
 from astra.files import atomic_write
@@ -47,48 +49,7 @@ CHUNK_SECONDS = 120
 
 
 class SimulatorError(ValueError):
-    """A simulator setting or output folder that cannot be used; the message names it."""
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    """Everything that shapes a simulated dataset, with realistic defaults."""
-
-    # Size and layout.
-    num_games: int = 40  # 24/6/6/4 games: every class in every split, ~2 GB, trains on 2 cores
-    split_fractions: tuple[float, float, float, float] = (0.6, 0.15, 0.15, 0.1)  # train/valid/test/challenge
-    half_minutes: float = 8.0  # shortest half; real halves are 45-50 min, which a CPU cannot train on
-    half_spread_seconds: float = 60.0  # each half is longer by U(0, this): halves differ, like stoppage time
-    audio_offset_seconds: float = 4.0  # audio length = visual length +/- U(1, this) s, as in the real files
-    feature_dims: tuple[int, ...] = (64, 64, 32, 64, 64)  # the 5 Baidu backbones, shrunk for CPUs
-    seed: int = 0  # every random draw derives from it
-    write_audio: bool = True  # audio is 51.2 kB per second: 97% of the disk use
-    # Long tail (Table 1 of the paper).
-    events_per_minute: float = 2.3  # Table 1 less kick-offs: 107,892 labels over ~47,500 min of video
-    class_tempering: float = 0.5  # class rate ~ count**this: 1 = Table 1, 0 = uniform; see docs
-    min_events_per_split: int = 3  # floor per class and split: a class absent from test caps its mAP
-    # Game flow, labels, visibility.
-    game_flow: bool = True  # out -> throw-in, foul -> free kick, goal -> kick-off; off: independent
-    not_shown_scale: float = 1.0  # multiplies each class's not-shown share (Figure 3), capped at 0.95
-    label_jitter_scale: float = 1.0  # multiplies each class's annotation spread (noisy labels)
-    # Visual evidence.
-    signal_strength: float = 1.25  # signature amplitude in noise units; linear probe: tight a-mAP ~0.3
-    backbone_spread: float = 0.6  # log-normal sigma of a class's strength across the 5 backbones
-    not_shown_visual_strength: float = 0.3  # a not-shown event keeps U(0, this) of its signature
-    background_correlation_seconds: float = 20.0  # time constant of the slowly varying background
-    replay_scale: float = 1.0  # multiplies each class's replay probability (unlabelled repeats 10-40 s later)
-    near_misses_per_minute: float = 0.6  # unlabelled partial signatures (attacks that come to nothing)
-    # Audio evidence.
-    audio_strength: float = 1.0  # scales every whistle and crowd rise in dB; 0 leaves background only
-    audio_distractors_per_minute: float = 0.8  # unlabelled whistles and crowd swells
-
-    def __post_init__(self) -> None:
-        _check_config(self)
-
-    @property
-    def feature_dim(self) -> int:
-        """Width of a feature row: the sum of the backbone dims."""
-        return int(sum(self.feature_dims))
+    """An output folder, or settings whose simulation cannot be done; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -447,7 +408,7 @@ class _GamePlan:
 def _plan_games(config: SimulatorConfig) -> list[_GamePlan]:
     """Timelines of every game, then the per-split floor, then labels, evidence and names."""
     standalone, follow_ups = _standalone_rates_and_follow_ups(config)
-    sizes = split_sizes(config.num_games, config.split_fractions)
+    sizes = split_sizes(config.num_games, config.split_shares)
     splits = [s for s, n in zip(OFFICIAL_SPLITS, sizes, strict=True) for _ in range(n)]
     games = []
     for index, split in enumerate(splits):
@@ -1078,42 +1039,3 @@ def _write_json(path: Path, document: object) -> int:
     with atomic_write(path) as file:
         file.write((json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return path.stat().st_size
-
-
-def _check_config(config: SimulatorConfig) -> None:
-    dims = config.feature_dims
-    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-        raise SimulatorError(f"feature_dims {dims!r}: expected positive whole numbers, one per backbone")
-    fractions = config.split_fractions
-    if len(fractions) != len(OFFICIAL_SPLITS) or any(not f >= 0 for f in fractions):
-        raise SimulatorError(
-            f"split_fractions {fractions!r}: expected {len(OFFICIAL_SPLITS)} non-negative numbers "
-            f"({'/'.join(OFFICIAL_SPLITS)})"
-        )
-    if abs(sum(fractions) - 1.0) > 1e-6:
-        raise SimulatorError(f"split_fractions {fractions!r}: they sum to {sum(fractions):g}, expected 1")
-    if not (isinstance(config.seed, int) and config.seed >= 0):
-        raise SimulatorError(f"seed {config.seed!r}: expected a whole number >= 0")
-    used = sum(f > 0 for f in fractions)
-    if config.num_games < used:
-        raise SimulatorError(
-            f"num_games {config.num_games}: need at least one game for each of {used} splits"
-        )
-    if not config.half_minutes >= 1.0:
-        raise SimulatorError(f"half_minutes {config.half_minutes}: a half must last at least 1 minute")
-    if config.min_events_per_split < 0:
-        raise SimulatorError(f"min_events_per_split {config.min_events_per_split}: must not be negative")
-    non_negative = (
-        "half_spread_seconds", "audio_offset_seconds", "events_per_minute", "class_tempering",
-        "not_shown_scale", "label_jitter_scale", "signal_strength", "backbone_spread",
-        "not_shown_visual_strength", "replay_scale", "near_misses_per_minute", "audio_strength",
-        "audio_distractors_per_minute",
-    )  # fmt: skip
-    for name in non_negative:
-        value = getattr(config, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-            raise SimulatorError(f"{name} {value!r}: expected a finite number >= 0")
-    if not config.background_correlation_seconds > 0:
-        raise SimulatorError(
-            f"background_correlation_seconds {config.background_correlation_seconds}: must be positive"
-        )

@@ -283,6 +283,8 @@ def _tune(plan: Plan) -> str:
                 max_t=plan.base.train.epochs,
                 grace_period=space.asha.grace_epochs,
                 reduction_factor=space.asha.reduction_factor,
+                # A trial that reaches the last epoch goes on to predict and search its windows.
+                stop_last_trials=False,
             )
             if space.asha.enabled
             else FIFOScheduler()

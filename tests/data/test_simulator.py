@@ -13,6 +13,8 @@ import pytest
 
 from astra.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
 from astra.commands import synth
+from astra.config import ConfigError
+from astra.config_cli import config_from_arguments
 from astra.data.labels import LABELS_FILENAME, Annotations, read_labels
 from astra.data.simulator import (
     AUDIO_FRAMES_PER_SECOND,
@@ -266,18 +268,13 @@ def test_refuses_a_non_empty_output_unless_overwrite(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--feature-dims", "64,0,32,64,64"], "positive"),
-        (["--feature-dims", "64,6.5,32,64,64"], "not a whole number"),
-        (["--feature-dims", "64,,32"], "not a whole number"),
-        (["--split-fractions", "0.5,0.5"], "4 numbers"),
-        (["--split-fractions", "0,0,0,0"], "positive size"),
-        (["--games", "0"], "> 0"),
-        (["--half-minutes", "0.5"], "at least 1"),
-        (["--signal-strength", "-1"], ">= 0"),
-        (["--class-tempering", "nan"], ">= 0"),
+        (["--feature-dims", "64,6.5,32,64,64"], "expected a whole number"),
+        (["--feature-dims", "64,,32"], "expected a whole number"),
+        (["--games", "many"], "expected a whole number"),
+        (["--audio-strength", "loud"], "expected a number"),
     ],
 )
-def test_bad_arguments_give_a_clear_error(
+def test_arguments_of_the_wrong_type_stop_the_parser(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -287,19 +284,44 @@ def test_bad_arguments_give_a_clear_error(
     assert argv[0] in error and message in error
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--feature-dims", "64,0,32,64,64"], ">= 1"),
+        (["--split-fractions", "0.5,0.5"], "at least 4"),
+        (["--split-fractions", "0,0,0,0"], "positive size"),
+        (["--games", "0"], ">= 1"),
+        (["--half-minutes", "0.5"], ">= 1"),
+        (["--signal-strength", "-1"], ">= 0"),
+        (["--class-tempering", "nan"], "nan"),
+        (["--games", "2"], "--games"),
+    ],
+)
+def test_values_out_of_range_are_refused_naming_the_option(argv: list[str], message: str) -> None:
+    args = _parser().parse_args(["out", *argv])
+    with pytest.raises(ConfigError) as error:
+        config_from_arguments(SimulatorConfig, args, names=synth.OPTION_NAMES)
+    assert argv[0] in str(error.value) and message in str(error.value)
+
+
 def test_bad_config_values_are_rejected_by_name() -> None:
-    with pytest.raises(SimulatorError, match="feature_dims"):
+    with pytest.raises(ConfigError, match="feature_dims"):
         SimulatorConfig(feature_dims=(64, 0))
-    with pytest.raises(SimulatorError, match="num_games"):
+    with pytest.raises(ConfigError, match="num_games"):
         SimulatorConfig(num_games=3)
-    with pytest.raises(SimulatorError, match="split_fractions"):
-        SimulatorConfig(split_fractions=(0.5, 0.5, 0.5, 0.5))
-    with pytest.raises(SimulatorError, match="replay_scale"):
+    with pytest.raises(ConfigError, match="split_fractions"):
+        SimulatorConfig(split_fractions=(0.5, 0.5))
+    with pytest.raises(ConfigError, match="replay_scale"):
         SimulatorConfig(replay_scale=-0.1)
 
 
 def test_command_defaults_are_the_config_defaults() -> None:
-    assert synth.config_from_args(_parser().parse_args(["out"])) == SimulatorConfig()
+    args = _parser().parse_args(["out"])
+    assert config_from_arguments(SimulatorConfig, args, names=synth.OPTION_NAMES) == SimulatorConfig()
+    args = _parser().parse_args(["out", "--games", "8", "--no-audio", "--feature-dims", "4,4"])
+    assert config_from_arguments(SimulatorConfig, args, names=synth.OPTION_NAMES) == SimulatorConfig(
+        num_games=8, write_audio=False, feature_dims=(4, 4)
+    )
 
 
 def test_split_sizes_give_every_used_split_a_game() -> None:
