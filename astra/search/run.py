@@ -230,15 +230,12 @@ def default_data() -> Path:
 
 
 def _tune(plan: Plan) -> str:
-    import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from astra.search import results
     from astra.search.callbacks import ProgressLine, ResultsTable
-    from astra.search.trial import METRIC, TrialContext, run_trial
+    from astra.search.trial import TrialContext, run_trial
 
     assert plan.roots is not None
     if not ray.is_initialized():
@@ -252,64 +249,29 @@ def _tune(plan: Plan) -> str:
         else {"cpu": 0.01}  # the trial's driver; its Ray Train workers ask for their own
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources)
-    callbacks = [ResultsTable(plan.experiment, space), ProgressLine(plan.trials, plan.concurrent)]
+
+    def callbacks() -> list[Any]:  # a fresh list per Tuner: Ray adds its own console reporter to it
+        return [ResultsTable(plan.experiment, space), ProgressLine(plan.trials, plan.concurrent)]
+
     tune_path = (plan.experiment / TUNE_NAME).resolve()
     started = time.time()
+    errors: dict[str, str] = {}
     if tune.Tuner.can_restore(str(tune_path)):
+        # Trials of the last run that did not finish continue from their last checkpoints; the
+        # finished ones report their result.json again and do nothing else.
         log.info("resuming the search in %s", plan.experiment)
         tuner = tune.Tuner.restore(
             str(tune_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
         )
         # The restored run config is the one of the first run: give it this run's callbacks.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
-    else:
-        storage = _optuna_storage(plan.storage)
-        if plan.study_name not in optuna.study.get_all_study_names(storage):
-            study = optuna.create_study(storage=storage, study_name=plan.study_name, direction="maximize")
-            point = space.base_point(plan.base) if space.start_from_base else {}
-            if point:
-                # Enqueued once, in a fresh study only: on a restore it would come back as a duplicate.
-                # Parameters the base config holds outside the space are sampled.
-                study.enqueue_trial(point)
-        searcher = OptunaSearch(
-            space=space.optuna_space(), metric=METRIC, mode="max", storage=storage,
-            study_name=plan.study_name, seed=plan.seed,
-        )  # fmt: skip
-        scheduler = (
-            ASHAScheduler(
-                metric=METRIC,
-                mode="max",
-                time_attr="epoch",
-                max_t=plan.base.train.epochs,
-                grace_period=space.asha.grace_epochs,
-                reduction_factor=space.asha.reduction_factor,
-                # A trial that reaches the last epoch goes on to predict and search its windows.
-                stop_last_trials=False,
-            )
-            if space.asha.enabled
-            else FIFOScheduler()
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=plan.trials,
-                max_concurrent_trials=plan.concurrent,
-            ),
-            run_config=tune.RunConfig(
-                name=TUNE_NAME,
-                storage_path=str(plan.experiment.resolve()),
-                # A killed trial process is restarted (it resumes from its last.pt); errors a retry
-                # would meet again are not (astra.search.trial).
-                failure_config=tune.FailureConfig(max_failures=2),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=callbacks,
-                verbose=1,
-            ),
-        )
-    grid = tuner.fit()
-    statuses = _record_errors(plan.experiment, grid)
+        tuner._local_tuner.get_run_config().callbacks = callbacks()
+        errors.update(_record_errors(plan.experiment, tuner.fit()))
+    remaining = plan.trials - _trials_started(plan.experiment)
+    if remaining > 0:
+        # A fresh search, or a budget raised since the last run: new trials from the same study.
+        tuner = _new_tuner(plan, trainable, callbacks(), remaining)
+        errors.update(_record_errors(plan.experiment, tuner.fit()))
+    statuses = errors
     rows = results.trial_rows(plan.experiment, space, statuses)
     _save_statuses(plan.experiment, rows)
     results.write_results(plan.experiment, rows, space)
@@ -317,6 +279,69 @@ def _tune(plan: Plan) -> str:
         plan.experiment, rows, space, study=_load_study(plan), base_trial=_base_trial(rows, space)
     )
     return _outcome(plan, rows, time.time() - started, summary)
+
+
+def _new_tuner(plan: Plan, trainable: Any, callbacks: list[Any], num_samples: int) -> Any:
+    """A Tuner for ``num_samples`` new trials, proposed by the experiment's Optuna study."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from astra.search.trial import METRIC
+
+    space = plan.space
+    storage = _optuna_storage(plan.storage)
+    if plan.study_name not in optuna.study.get_all_study_names(storage):
+        study = optuna.create_study(storage=storage, study_name=plan.study_name, direction="maximize")
+        point = space.base_point(plan.base) if space.start_from_base else {}
+        if point:
+            # Enqueued once, in a fresh study only: on a restore it would come back as a duplicate.
+            # Parameters the base config holds outside the space are sampled.
+            study.enqueue_trial(point)
+    searcher = OptunaSearch(
+        space=space.optuna_space(), metric=METRIC, mode="max", storage=storage,
+        study_name=plan.study_name, seed=plan.seed + _trials_started(plan.experiment),
+    )  # fmt: skip
+    scheduler = (
+        ASHAScheduler(
+            metric=METRIC,
+            mode="max",
+            time_attr="epoch",
+            max_t=plan.base.train.epochs,
+            grace_period=space.asha.grace_epochs,
+            reduction_factor=space.asha.reduction_factor,
+            # A trial that reaches the last epoch goes on to predict and search its windows.
+            stop_last_trials=False,
+        )
+        if space.asha.enabled
+        else FIFOScheduler()
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=plan.concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_NAME,
+            storage_path=str(plan.experiment.resolve()),
+            # A killed trial process is restarted (it resumes from its last.pt); errors a retry
+            # would meet again are not (astra.search.trial).
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+            verbose=1,
+        ),
+    )
+
+
+def _trials_started(experiment: Path) -> int:
+    """Trials of this experiment so far, whatever became of them (one folder each)."""
+    trials = experiment / "trials"
+    return sum(1 for p in trials.iterdir() if p.is_dir()) if trials.is_dir() else 0
 
 
 def _record_errors(experiment: Path, grid: Any) -> dict[str, str]:
