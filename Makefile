@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo baseline test test-slow lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
+	@# The main job: the smoke search on the simulator's default dataset, on a local Ray.
+	$(BIN)/python run_search.py
+
+baseline: $(STAMP)
 	@# A simulated SoccerNet-v2 dataset in the real layout, checked, then a baseline scored
 	@# with the official Average-mAP (tight and loose) on the test split.
 	test -f $(DEMO)/data/splits.json || $(BIN)/astra synth $(DEMO)/data --overwrite

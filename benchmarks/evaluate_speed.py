@@ -5,19 +5,34 @@ mix of the paper's Table 1, 9 % not shown, over two halves of 45 to 50 minutes) 
 about 2,000 predictions per game, then times, side by side and several times each:
 
 - the official evaluator (``soccernet`` pip package), tight then loose in one process;
-- ``python -m astra evaluate --metric tight --json`` and the same with ``loose``.
+- ``python -m astra evaluate --metric tight --json`` and the same with ``loose``: two
+  processes, each reading the files;
+- ``python -m astra evaluate --metric tight,loose --json``: one process, reading once.
 
-Each run is a whole process, from start to exit. Prints the medians of wall time and of
-CPU time (user + system; steadier when other jobs share the machine) and the ratios
-official / ours (tight + loose), and checks that both give the same six values.
+Each run is a whole process, from start to exit; the rounds are interleaved (official,
+tight, loose, tight+loose, then again), after one untimed warm-up round. Prints the
+medians of wall time and of CPU time (user + system; steadier when other jobs share
+the machine), the ratios official / ours for both forms of tight + loose (of the
+medians, and the spread of the per-round ratios), and checks that all give the same
+values as the official evaluator.
 
-    python benchmarks/evaluate_speed.py [--games 100] [--repeats 3] [--work DIR]
+The processes run as those of an installed package do, from compiled byte code: the
+benchmark points PYTHONPYCACHEPREFIX at a temporary folder and lets Python write there
+(the warm-up round fills it), even where PYTHONDONTWRITEBYTECODE is set; --keep-env runs
+them with the environment as it is (with PYTHONDONTWRITEBYTECODE, every astra module is
+compiled again at each start).
+
+--profile prints, instead, where the time of one ``--metric tight,loose`` process goes:
+its phases timed in one process (no profiler) and cProfile's top functions.
+
+    python benchmarks/evaluate_speed.py [--games 100] [--repeats 3] [--work DIR] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -59,11 +74,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, help="write the data here (default: a temporary folder)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, help="astra evaluate --workers (default: the command's own default)"
+    )
+    parser.add_argument("--keep-env", action="store_true", help="run the processes in this environment as is")
+    parser.add_argument("--profile", action="store_true", help="profile one tight,loose process instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         labels_root, predictions_root = write_data(work, args.games, args.predictions_per_game, args.seed)
-        run_benchmark(labels_root, predictions_root, args.repeats)
+        environment = dict(os.environ)
+        if not args.keep_env:
+            environment.pop("PYTHONDONTWRITEBYTECODE", None)
+            environment["PYTHONPYCACHEPREFIX"] = str(Path(temporary) / "pycache")
+        if args.profile:
+            profile(labels_root, predictions_root, environment, Path(temporary))
+        else:
+            run_benchmark(labels_root, predictions_root, args.repeats, args.workers, environment)
 
 
 def write_data(work: Path, num_games: int, predictions_per_game: int, seed: int) -> tuple[Path, Path]:
@@ -134,47 +161,154 @@ def _predictions(
     )
 
 
-def run_benchmark(labels_root: Path, predictions_root: Path, repeats: int) -> None:
+FORMS = (
+    ("official", "official, tight + loose"),
+    ("tight", "astra evaluate --metric tight"),
+    ("loose", "astra evaluate --metric loose"),
+    ("tight,loose", "astra evaluate --metric tight,loose"),
+)
+
+
+def run_benchmark(
+    labels_root: Path, predictions_root: Path, repeats: int, workers: int | None, environment: dict[str, str]
+) -> None:
     official_command = [sys.executable, "-c", OFFICIAL, str(labels_root), str(predictions_root)]
     evaluate = [sys.executable, "-m", "astra", "evaluate", "--labels", str(labels_root)]
     evaluate += ["--predictions", str(predictions_root), "--json"]
-    ours = {metric: [*evaluate, "--metric", metric] for metric in ("tight", "loose")}
-    wall: dict[str, list[float]] = {"official": [], "tight": [], "loose": []}
-    cpu: dict[str, list[float]] = {"official": [], "tight": [], "loose": []}
+    if workers is not None:
+        evaluate += ["--workers", str(workers)]
+    commands = {"official": official_command}
+    commands |= {metric: [*evaluate, "--metric", metric] for metric in ("tight", "loose", "tight,loose")}
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     outputs: dict[str, str] = {}
-    for _ in range(repeats):
-        # Interleaved, so that a busy moment of the machine hits both sides alike.
-        for name, command in (("official", official_command), *ours.items()):
-            seconds, cpu_seconds = _timed(command, outputs, name)
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-    print(f"median of {repeats} runs        wall s   CPU s (user + system, all processes)")
-    for name, label in (
-        ("official", "official, tight + loose"),
-        ("tight", "astra evaluate, tight"),
-        ("loose", "astra evaluate, loose"),
-    ):
-        print(f"{label:<27} {statistics.median(wall[name]):7.2f} {statistics.median(cpu[name]):7.2f}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average before: {load:.2f}; {os.cpu_count()} CPUs; warm-up round, then {repeats} rounds")
+    for round_number in range(repeats + 1):
+        # Interleaved, so that a busy moment of the machine hits all forms alike.
+        for name, command in commands.items():
+            seconds, cpu_seconds = _timed(command, outputs, name, environment)
+            if round_number > 0:  # the first round fills the byte-code cache and the file cache
+                wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
+    print(f"median of {repeats} runs                    wall s   CPU s (user + system, all processes)")
+    for name, label in FORMS:
+        print(f"{label:<39} {statistics.median(wall[name]):7.2f} {statistics.median(cpu[name]):7.2f}")
     for what, times in (("wall", wall), ("CPU", cpu)):
-        ratio = statistics.median(times["official"]) / (
-            statistics.median(times["tight"]) + statistics.median(times["loose"])
+        official = statistics.median(times["official"])
+        two = statistics.median(times["tight"]) + statistics.median(times["loose"])
+        one = statistics.median(times["tight,loose"])
+        per_round_one = [o / b for o, b in zip(times["official"], times["tight,loose"], strict=True)]
+        per_round_two = [
+            o / (t + lo) for o, t, lo in zip(times["official"], times["tight"], times["loose"], strict=True)
+        ]
+        print(
+            f"ratio official / ours, tight + loose, {what} time: two processes {official / two:.1f} x "
+            f"(rounds {min(per_round_two):.1f} to {max(per_round_two):.1f}), one process "
+            f"{official / one:.1f} x (rounds {min(per_round_one):.1f} to {max(per_round_one):.1f})"
         )
-        print(f"ratio official / ours (tight + loose), {what} time: {ratio:.1f} x")
     reference = json.loads(outputs["official"].strip().splitlines()[-1])
+    together = json.loads(outputs["tight,loose"].strip().splitlines()[-1])
     for metric in ("tight", "loose"):
         mine = json.loads(outputs[metric].strip().splitlines()[-1])
         difference = max(
             float(np.max(np.abs(np.asarray(reference[metric][key]) - np.asarray(mine[key]))))
             for key in reference[metric]
         )
-        print(f"{metric}: a_mAP {mine['a_mAP']:.6f}, largest gap to the official value {difference:.1e}")
+        same = "equal" if together[metric] == mine else "NOT EQUAL"
+        print(
+            f"{metric}: a_mAP {mine['a_mAP']:.6f}, largest gap to the official value {difference:.1e}; "
+            f"one-process values {same} to the {metric}-only process"
+        )
 
 
-def _timed(command: list[str], outputs: dict[str, str], name: str) -> tuple[float, float]:
+# Phases of one `astra evaluate --metric tight,loose` as the command runs them, timed
+# with perf_counter in one process (the profiler itself slows Python code down).
+PHASES = """
+import sys, time
+marks = [("start", time.perf_counter())]
+def mark(name):
+    marks.append((name, time.perf_counter()))
+import numpy
+mark("import numpy")
+from astra.cli import build_parser
+arguments = build_parser().parse_args(["evaluate", "--labels", sys.argv[1], "--predictions", sys.argv[2]])
+mark("import astra.cli, build every command's parser")
+from pathlib import Path
+from astra.evaluation import average_map
+from astra import submission
+mark("import astra.evaluation (with msgspec)")
+labels_root = Path(sys.argv[1])
+games = average_map._games_with_labels(labels_root)
+available = submission.open_predictions(sys.argv[2])
+mark("list the games and files")
+label_bytes = [(labels_root / game / "Labels-v2.json").read_bytes() for game in games]
+prediction_bytes = [Path(available._locations[game]).read_bytes() for game in games]
+mark("read the bytes of the 2 x %d files" % len(games))
+from astra.data.labels import load_json, parse_labels
+labels = {game: parse_labels(load_json(data, game), game) for game, data in zip(games, label_bytes)}
+mark("parse the label files (generic msgspec decode, then columns)")
+decoded = [submission._RESULTS_DECODER.decode(data) for data in prediction_bytes]
+mark("decode the prediction files (typed msgspec structs)")
+del decoded
+spots = {game: submission.read_results(data)[1] for game, data in zip(games, prediction_bytes)}
+mark("decode the prediction files again, and make the columns")
+results = average_map.evaluate_spots_metrics(labels, spots, ["tight", "loose"])
+mark("score tight and loose")
+previous = marks[0][1]
+for name, moment in marks[1:]:
+    print(f"  {1000 * (moment - previous):7.1f} ms  {name}")
+    previous = moment
+print(f"  {1000 * (marks[-1][1] - marks[0][1]):7.1f} ms  in all (after the interpreter's start)")
+"""
+
+
+def profile(labels_root: Path, predictions_root: Path, environment: dict[str, str], temporary: Path) -> None:
+    """Phases of one tight,loose process (median of 5 runs' totals shown), then cProfile's top functions."""
+    phases = [sys.executable, "-c", PHASES, str(labels_root), str(predictions_root)]
+    evaluate = [sys.executable, "-m", "astra", "evaluate", "--labels", str(labels_root)]
+    evaluate += [
+        "--predictions",
+        str(predictions_root),
+        "--json",
+        "--metric",
+        "tight,loose",
+        "--workers",
+        "1",
+    ]
+    outputs: dict[str, str] = {}
+    _timed(evaluate, outputs, "warm-up", environment)
+    runs = []
+    for _ in range(5):
+        wall, _ = _timed(evaluate, outputs, "astra evaluate", environment)
+        _timed(phases, outputs, "phases", environment)
+        runs.append((wall, outputs["phases"]))
+    runs.sort(key=lambda run: run[0])
+    wall, phase_lines = runs[len(runs) // 2]
+    print(f"one process, --metric tight,loose --workers 1: {wall:.3f} s wall (median of 5), phases of")
+    print("the paired in-process run (the reading of a predictions file is its decoding plus the columns):")
+    print(phase_lines, end="")
+    statistics_file = temporary / "evaluate.prof"
+    _timed(
+        [sys.executable, "-m", "cProfile", "-o", str(statistics_file), *evaluate[1:]],
+        outputs,
+        "cProfile",
+        environment,
+    )
+    import pstats
+
+    print("cProfile of that process, top functions by own time (the profiler slows Python code):")
+    stats = pstats.Stats(str(statistics_file))
+    stats.sort_stats("tottime").print_stats(12)
+
+
+def _timed(
+    command: list[str], outputs: dict[str, str], name: str, environment: dict[str, str]
+) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system, the process and its children) of one run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0:

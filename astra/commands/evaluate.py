@@ -4,9 +4,23 @@ Reads ``<labels>/<game>/Labels-v2.json`` and ``<game>/results_spotting.json`` fr
 predictions folder or a challenge zip. Games: those of --split (from
 ``<labels>/splits.json`` or the official lists), else every game with a label file.
 
+Several metrics (--metric tight,loose) read the files once and score each in turn.
+
+Output: a table per metric (in the order given, a blank line between them), or with
+--json one line of JSON, the last line printed:
+  one metric:      the official evaluator's six keys,
+                   {"a_mAP": ..., "a_mAP_per_class": [17 values], "a_mAP_visible": ...,
+                    "a_mAP_per_class_visible": [...], "a_mAP_unshown": ...,
+                    "a_mAP_per_class_unshown": [...]}
+  several metrics: one object keyed by metric name, in the order given, each holding
+                   those six keys: {"tight": {"a_mAP": ...}, "loose": {"a_mAP": ...}}
+Values are fractions (the table shows percent). Each metric's values equal those of
+a run with that metric alone.
+
 Examples:
   astra evaluate --labels data --predictions runs/demo/predictions.zip --split test
   astra evaluate --labels data --predictions out/ --metric loose --json
+  astra evaluate --labels data --predictions out/ --metric tight,loose --json
 """
 
 from __future__ import annotations
@@ -26,15 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metric",
-        choices=METRIC_NAMES,
-        default="tight",
-        help="tolerances: tight 1..5 s, loose 5..60 s, atN N s only (default: tight)",
+        type=metric_list,
+        default=("tight",),
+        metavar="METRIC[,METRIC...]",
+        help=(
+            f"one or several of {', '.join(METRIC_NAMES)}, comma-separated: tolerances tight 1..5 s, "
+            "loose 5..60 s, atN N s only; several are scored from one reading of the files "
+            "(default: tight)"
+        ),
     )
     parser.add_argument("--split", help="score the games of this split only (e.g. test, or valid+test)")
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON line with the official evaluator's six keys instead of the table",
+        help=(
+            "print one JSON line instead of the table: the official evaluator's six keys, "
+            "or with several metrics an object of them by metric name"
+        ),
     )
     parser.add_argument(
         "--allow-missing",
@@ -49,24 +71,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def metric_list(text: str) -> tuple[str, ...]:
+    """``"tight,loose"`` -> ``("tight", "loose")``: known names, duplicates dropped, order kept."""
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in METRIC_NAMES:
+            shown = f"unknown metric {name!r}" if name else "an empty metric name"
+            raise argparse.ArgumentTypeError(
+                f"{shown} in {text!r}; expected one or several of "
+                f"{', '.join(METRIC_NAMES)}, comma-separated (e.g. tight,loose)"
+            )
+    return tuple(dict.fromkeys(names))
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from astra.evaluation.average_map import evaluate_files
+    from astra.evaluation.average_map import evaluate_files_metrics
 
+    metrics = args.metric if isinstance(args.metric, tuple) else metric_list(args.metric)
     workers = args.workers or _idle_cores(limit=4)
-    result = evaluate_files(
+    results = evaluate_files_metrics(
         args.labels,
         args.predictions,
+        metrics,
         split=args.split,
-        metric=args.metric,
         allow_missing=args.allow_missing,
         workers=workers,
     )
     if args.json:
-        print(json.dumps(result.to_dict()))
+        if len(results) == 1:
+            print(json.dumps(results[0].to_dict()))
+        else:
+            print(json.dumps({name: result.to_dict() for name, result in zip(metrics, results, strict=True)}))
     else:
-        print(result.summary())
+        print("\n\n".join(result.summary() for result in results))
     return 0
 
 

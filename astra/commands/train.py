@@ -46,11 +46,12 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     roots = data_roots(args, config.data)
     if args.workers > 0:
-        from astra.training.ray_train import train_with_ray
+        from astra.training.ray_train import connect_ray, train_with_ray
         from astra.training.run_folder import RunFolder
 
         folder = RunFolder(args.out)
         folder.claim(config, roots, restart=args.restart)  # refused here, before Ray starts
+        connect_ray()
         result = train_with_ray(
             config, roots, args.out, num_workers=args.workers, use_gpu=args.gpu, name=args.name
         )

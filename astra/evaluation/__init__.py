@@ -2,8 +2,10 @@
 
 ``evaluate_spots`` and ``evaluate_dense`` score in-memory predictions (inside training
 and search); ``evaluate_files`` scores a predictions folder or submission zip against
-the label files, as ``astra evaluate`` does; ``score_outputs`` decodes per-position outputs
-with an inference config (NMS and its windows) and scores them.
+the label files, as ``astra evaluate`` does; ``evaluate_files_metrics`` and
+``evaluate_spots_metrics`` give several metrics from one reading of the inputs;
+``score_outputs`` decodes per-position outputs with an inference config (NMS and its
+windows) and scores them.
 """
 
 from astra.evaluation.average_map import (
@@ -13,7 +15,9 @@ from astra.evaluation.average_map import (
     deltas_of_metric,
     evaluate_dense,
     evaluate_files,
+    evaluate_files_metrics,
     evaluate_spots,
+    evaluate_spots_metrics,
 )
 from astra.evaluation.outputs import Outputs, score_outputs
 
@@ -25,6 +29,8 @@ __all__ = [
     "deltas_of_metric",
     "evaluate_dense",
     "evaluate_files",
+    "evaluate_files_metrics",
     "evaluate_spots",
+    "evaluate_spots_metrics",
     "score_outputs",
 ]

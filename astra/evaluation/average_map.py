@@ -34,8 +34,12 @@ key line, ``key = ((2 * game + half - 1) * 17 + class) * stride + frame``, with 
 stride wide enough that no tolerance window reaches into the next block. Events of one
 class interact only when they are at most ``delta`` frames apart, so they fall into
 clusters; the greedy matching runs rank by rank (the first event of every cluster at
-once, then the second, ...), each rank a windowed argmax over disjoint windows. The
-200-threshold curves are histograms of score bins with a cumulative sum. The sums and
+once, then the second, ...), each rank a windowed argmax over disjoint windows. Only
+the predictions within the widest tolerance of some event take part in the matching,
+and the windows of all tolerances come from one binary search (the widest) and the
+offsets inside it. The 200-threshold curves are histograms of score bins with a
+cumulative sum. Several metrics (``evaluate_*_metrics``) share everything but the
+matching, and tolerances of equal radius in frames share that too. The sums and
 divisions that produce the returned values are those of the official code, in its
 order, so the values agree to the last bit in our tests.
 """
@@ -156,15 +160,31 @@ def evaluate_spots(
     seconds. A game without predictions is an error unless ``allow_missing`` (then it
     scores as no predictions). Predictions of games not in ``labels`` are not used.
     """
-    deltas = deltas_of_metric(metric)
-    stride = _stride(deltas)
+    return evaluate_spots_metrics(labels, predictions, [metric], allow_missing=allow_missing)[0]
+
+
+def evaluate_spots_metrics(
+    labels: Mapping[str, Annotations],
+    predictions: Mapping[str, Spots],
+    metrics: Sequence[str | Sequence[float]],
+    *,
+    allow_missing: bool = False,
+) -> list[AverageMAP]:
+    """:func:`evaluate_spots` for several metrics at once: one result per metric, in order.
+
+    Each result equals that of :func:`evaluate_spots` with that metric, to the last bit;
+    the work the metrics share (keys, visibilities, the threshold histograms, the
+    matching at a tolerance that two metrics both have) is done once.
+    """
+    deltas = _deltas_of_metrics(metrics)
+    stride = _stride(tuple(delta for metric_deltas in deltas for delta in metric_deltas))
     games = list(labels)
     missing = [game for game in games if game not in predictions]
     _check_missing(missing, allow_missing)
     spots = [predictions[game] if game in predictions else Spots.empty() for game in games]
     events = _event_keys(games, [labels[game] for game in games], stride)
     keys, scores = _prediction_keys_from_spots(games, spots, stride)
-    return _score(events, keys, scores, stride, deltas, len(games))
+    return _score_metrics(events, keys, scores, stride, deltas, len(games))
 
 
 def evaluate_dense(
@@ -198,7 +218,7 @@ def evaluate_dense(
             score_parts.append(scores)
     keys = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
     scores = np.concatenate(score_parts) if score_parts else np.zeros(0, np.float64)
-    return _score(events, keys, scores, stride, deltas, len(games))
+    return _score_metrics(events, keys, scores, stride, [deltas], len(games))[0]
 
 
 def evaluate_files(
@@ -220,6 +240,33 @@ def evaluate_files(
     files in that many processes (forked; where fork is unavailable, in this one):
     parsing JSON is most of the time of a whole evaluation.
     """
+    return evaluate_files_metrics(
+        labels_root,
+        predictions,
+        [metric],
+        games=games,
+        split=split,
+        allow_missing=allow_missing,
+        workers=workers,
+    )[0]
+
+
+def evaluate_files_metrics(
+    labels_root: str | Path,
+    predictions: str | Path,
+    metrics: Sequence[str | Sequence[float]],
+    *,
+    games: Sequence[str] | None = None,
+    split: str | None = None,
+    allow_missing: bool = False,
+    workers: int = 1,
+) -> list[AverageMAP]:
+    """:func:`evaluate_files` for several metrics, reading the files once: one result per metric.
+
+    Each result equals that of :func:`evaluate_files` with that metric (see
+    :func:`evaluate_spots_metrics`). The metrics are checked before any file is read.
+    """
+    _deltas_of_metrics(metrics)
     labels_root = Path(labels_root)
     if games is not None and split is not None:
         raise EvaluationError("give games or split, not both")
@@ -239,7 +286,7 @@ def evaluate_files(
     labels, spots = _read_games(labels_root, available, list(dict.fromkeys(games)), workers)
     _log_ignored(labels.values(), "labels")
     _log_ignored(spots.values(), "predictions")
-    return evaluate_spots(labels, spots, metric)
+    return evaluate_spots_metrics(labels, spots, metrics)
 
 
 def deltas_of_metric(metric: str | Sequence[float]) -> tuple[float, ...]:
@@ -251,6 +298,15 @@ def deltas_of_metric(metric: str | Sequence[float]) -> tuple[float, ...]:
     deltas = tuple(float(delta) for delta in metric)
     if not deltas or not all(np.isfinite(delta) and delta >= 0 for delta in deltas):
         raise EvaluationError(f"tolerances must be a non-empty list of seconds >= 0, got {list(metric)}")
+    return deltas
+
+
+def _deltas_of_metrics(metrics: Sequence[str | Sequence[float]]) -> list[tuple[float, ...]]:
+    if isinstance(metrics, str):
+        raise EvaluationError(f"metrics must be a list of metrics, got the string {metrics!r}")
+    deltas = [deltas_of_metric(metric) for metric in metrics]
+    if not deltas:
+        raise EvaluationError("no metric to evaluate")
     return deltas
 
 
@@ -361,15 +417,16 @@ def _dense_keys(array: np.ndarray, segment: int, stride: int, game: str) -> tupl
 # Scoring
 
 
-def _score(
+def _score_metrics(
     events: _Events,
     keys: np.ndarray,
     scores: np.ndarray,
     stride: int,
-    deltas: tuple[float, ...],
+    metrics: Sequence[tuple[float, ...]],
     num_games: int,
-) -> AverageMAP:
-    """The official six values from sorted event keys ``[G]`` and prediction keys/scores ``[P]``."""
+) -> list[AverageMAP]:
+    """The official six values per metric (its deltas), from sorted event keys ``[G]`` and
+    prediction keys/scores ``[P]``; what does not depend on the tolerance is done once."""
     if num_games == 0:
         raise EvaluationError("no games to evaluate")
     event_block = events.keys // stride
@@ -387,11 +444,42 @@ def _score(
     detected = _count_at_thresholds(cell)
     num_events = np.stack([num_visible + num_unshown, num_visible, num_unshown])  # [3, 17]
 
-    priority, by_priority = _priorities(scores)
-    by_delta = []  # [3, 17] per delta: all, visible, not shown
-    for delta in deltas:
-        true_positive = _match(events.keys, keys, priority, by_priority, _radius_frames(delta))
-        by_delta.append(_average_precision(_count_at_thresholds(cell[true_positive]), detected, num_events))
+    # The matching depends on a tolerance through its radius in frames only, so metrics
+    # (and tolerances) with equal radii share it. Only the predictions within the widest
+    # radius of an event can match (most of them, with 2,000 a game, cannot): the matching
+    # sees those candidates only, in key order, which orders ties as before.
+    radii = sorted({_radius_frames(delta) for deltas in metrics for delta in deltas})
+    candidates = _candidates(events.keys, keys, radii[-1])
+    candidate_keys = keys[candidates]
+    priority, by_priority = _priorities(scores[candidates])
+    windows = _windows(events.keys, candidate_keys, radii)
+    radius_index, matched = np.nonzero(
+        _match(events.keys, len(candidates), priority, by_priority, radii, windows)
+    )
+    hits = _count_at_thresholds(cell[candidates[matched]], radius_index, len(radii))  # [R, 3, 17, 200]
+    # [R, 3, 17]: per radius the APs of all, visible, not-shown events.
+    precision = _average_precision(hits, detected, num_events)
+    by_radius = dict(zip(radii, precision, strict=True))
+    return [
+        _result(
+            deltas,
+            [by_radius[_radius_frames(delta)] for delta in deltas],
+            num_visible,
+            num_unshown,
+            num_games,
+        )
+        for deltas in metrics
+    ]
+
+
+def _result(
+    deltas: tuple[float, ...],
+    by_delta: list[np.ndarray],
+    num_visible: np.ndarray,
+    num_unshown: np.ndarray,
+    num_games: int,
+) -> AverageMAP:
+    """The official six values from the ``[3, 17]`` APs (all, visible, not shown) of each delta."""
     per_class, per_class_visible, per_class_unshown = ([row[v] for row in by_delta] for v in range(3))
 
     # As official: mAP = np.mean of the [17] per-class APs at each delta.
@@ -461,46 +549,117 @@ def _closest_visibility(
     ).astype(np.int8)
 
 
+def _candidates(event_keys: np.ndarray, keys: np.ndarray, radius: int) -> np.ndarray:
+    """Indices (increasing) of the keys within ``radius`` of some event: those that can match."""
+    first = np.searchsorted(keys, event_keys - radius, side="left")
+    stop = np.searchsorted(keys, event_keys + radius, side="right")
+    # +1 where a window opens, -1 where it closes: a key is covered where the sum is > 0.
+    edges = np.bincount(first, minlength=len(keys) + 1) - np.bincount(stop, minlength=len(keys) + 1)
+    return np.flatnonzero(np.cumsum(edges[:-1]) > 0)
+
+
+def _windows(
+    event_keys: np.ndarray, keys: np.ndarray, radii: Sequence[int]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per radius (ascending) ``first, stop [G]``: each event's candidates are ``keys[first:stop]``,
+    the keys with ``|key - event| <= radius``.
+
+    One pair of binary searches for the widest radius; the narrower windows follow from
+    the offsets of the (few) keys in the widest ones, counted per event and radius,
+    which is several times cheaper than a binary search of every event per radius.
+    """
+    widest = radii[-1]
+    first = np.searchsorted(keys, event_keys - widest, side="left")
+    stop = np.searchsorted(keys, event_keys + widest, side="right")
+    lengths = stop - first
+    total = int(lengths.sum())
+    narrower = np.asarray(radii[:-1], dtype=np.int64)
+    count = len(narrower)
+    if count == 0:
+        return [(first, stop)]
+    if total > 4 * len(event_keys) * count:
+        # Dense keys (a prediction on most frames): the binary searches are cheaper.
+        return [
+            (
+                np.searchsorted(keys, event_keys - radius, side="left"),
+                np.searchsorted(keys, event_keys + radius, side="right"),
+            )
+            for radius in narrower.tolist()
+        ] + [(first, stop)]
+    pair_event = np.repeat(np.arange(len(event_keys), dtype=np.int64), lengths)
+    offsets = np.cumsum(lengths) - lengths
+    pair_key = keys[np.arange(total) + np.repeat(first - offsets, lengths)]
+    offset = pair_key - event_keys[pair_event]  # in [-widest, widest]
+    # A key at offset -d (d > 0) lies left of the window of every radius < d, that is of
+    # the narrower radii with index < searchsorted(narrower, d); likewise on the right.
+    narrower_than = np.searchsorted(narrower, np.arange(-widest, widest + 1), side="left")
+    outside = []
+    for side in (widest - offset, widest + offset):
+        bins = narrower_than[side] * len(event_keys) + pair_event
+        per_bin = np.bincount(bins, minlength=(count + 1) * len(event_keys)).reshape(count + 1, -1)
+        # [count, G]: the keys outside the window of narrower[k] are those of the bins > k.
+        outside.append(np.cumsum(per_bin[:0:-1], axis=0)[::-1])
+    windows = [(first + left, stop - right) for left, right in zip(*outside, strict=True)]
+    windows.append((first, stop))
+    return windows
+
+
 def _match(
-    event_keys: np.ndarray, keys: np.ndarray, priority: np.ndarray, by_priority: np.ndarray, radius: int
+    event_keys: np.ndarray,
+    num_keys: int,
+    priority: np.ndarray,
+    by_priority: np.ndarray,
+    radii: Sequence[int],
+    windows: Sequence[tuple[np.ndarray, np.ndarray]],
 ) -> np.ndarray:
-    """``[P]`` bool: the predictions that the official greedy matching takes as true positives.
+    """``[R, P]`` bool: per radius the predictions that the official greedy matching takes.
 
     Events in key order; each takes, among the untaken predictions with
-    ``|key - event| <= radius``, the highest score, the first in key order on ties,
-    that is the smallest ``priority`` (``by_priority`` is its inverse, see
-    :func:`_priorities`). Events more than
+    ``|key - event| <= radius`` (``keys[first:stop]``, ``windows`` of :func:`_windows`),
+    the highest score, the first in key order on ties, that is the smallest ``priority``
+    (``by_priority`` is its inverse, see :func:`_priorities`). Events more than
     ``2 * radius`` apart share no candidate, so only events within a chain of such
     gaps (a cluster) depend on each other: processing the k-th event of every cluster
     together, k = 0, 1, ..., follows the official order wherever it matters.
+
+    The radii are independent matchings: each gets its own copy of the priorities in one
+    long array (radius r at offset r * (P + 1)), so that the k-th events of all clusters
+    of all radii are one windowed minimum.
     """
-    true_positive = np.zeros(len(keys), dtype=bool)
-    if len(event_keys) == 0 or len(keys) == 0:
+    true_positive = np.zeros((len(radii), num_keys), dtype=bool)
+    if len(event_keys) == 0 or num_keys == 0:
         return true_positive
-    first = np.searchsorted(keys, event_keys - radius, side="left")
-    stop = np.searchsorted(keys, event_keys + radius, side="right")
-    starts_cluster = np.ones(len(event_keys), dtype=bool)
-    starts_cluster[1:] = np.diff(event_keys) > 2 * radius
-    cluster_start = np.flatnonzero(starts_cluster)
-    rank = np.arange(len(event_keys)) - cluster_start[np.cumsum(starts_cluster) - 1]
-    has_candidates = stop > first
-    by_rank = np.argsort(rank[has_candidates], kind="stable")
-    candidate_events = np.flatnonzero(has_candidates)[by_rank]  # rank-major, key order within
-    rank_bounds = np.searchsorted(rank[candidate_events], np.arange(rank.max() + 2))
-    # Taken predictions get a priority past every real one; the extra last element
-    # lets a window end at the last prediction (reduceat needs an index < length).
-    taken = len(keys)
-    available = np.empty(len(keys) + 1, dtype=np.int64)
-    available[:-1] = priority
-    available[-1] = taken
-    for rank_first, rank_stop in itertools.pairwise(rank_bounds):
+    # Taken predictions get a priority past every real one; the extra element after each
+    # copy lets a window end at its last prediction (reduceat needs an index < length).
+    taken = num_keys
+    width = num_keys + 1
+    available = np.tile(np.append(priority, taken), len(radii))
+    ranks, firsts, stops = [], [], []
+    for index, (radius, (first, stop)) in enumerate(zip(radii, windows, strict=True)):
+        starts_cluster = np.ones(len(event_keys), dtype=bool)
+        starts_cluster[1:] = np.diff(event_keys) > 2 * radius
+        cluster_start = np.flatnonzero(starts_cluster)
+        ranks.append(np.arange(len(event_keys)) - cluster_start[np.cumsum(starts_cluster) - 1])
+        firsts.append(first + index * width)
+        stops.append(stop + index * width)
+    rank, first, stop = np.concatenate(ranks), np.concatenate(firsts), np.concatenate(stops)
+    has_candidates = np.flatnonzero(stop > first)
+    # A stable sort of small integers is a radix sort in numpy: ten times faster than of int64.
+    small = np.int16 if int(rank.max()) < 2**15 else np.int64
+    by_rank = has_candidates[np.argsort(rank[has_candidates].astype(small), kind="stable")]
+    # Rank-major, then radius, then key order: the windows of one rank are disjoint and increasing.
+    rank_bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))
+    first, stop = first[by_rank], stop[by_rank]
+    radius_of = by_rank // len(event_keys)
+    for rank_first, rank_stop in itertools.pairwise(rank_bounds.tolist()):
         if rank_first == rank_stop:
             continue
-        events_of_rank = candidate_events[rank_first:rank_stop]
-        best = _window_minima(available, first[events_of_rank], stop[events_of_rank])
-        chosen = by_priority[best[best < taken]]
-        true_positive[chosen] = True
-        available[chosen] = taken
+        best = _window_minima(available, first[rank_first:rank_stop], stop[rank_first:rank_stop])
+        found = best < taken
+        radius_index = radius_of[rank_first:rank_stop][found]
+        chosen = by_priority[best[found]]
+        true_positive[radius_index, chosen] = True
+        available[radius_index * width + chosen] = taken
     return true_positive
 
 
@@ -555,24 +714,36 @@ def _threshold_bins(scores: np.ndarray) -> np.ndarray:
     return np.minimum(guess, NUM_THRESHOLDS)  # an infinite score passes the sentinel too
 
 
-def _count_at_thresholds(cell: np.ndarray) -> np.ndarray:
-    """``[3, 17, 200]`` predictions with a score >= each threshold: all, visible, not shown."""
-    histogram = np.bincount(cell, minlength=2 * NUM_CLASSES * (NUM_THRESHOLDS + 1))
-    histogram = histogram.reshape(2, NUM_CLASSES, NUM_THRESHOLDS + 1)  # visible, not shown
-    at_least = np.cumsum(histogram[:, :, ::-1], axis=2)[:, :, ::-1]  # [v, c, b]: bin >= b
-    above = at_least[:, :, 1:]  # score >= thresholds[i] is bin >= i + 1
-    return np.stack([above[0] + above[1], above[0], above[1]])
+def _count_at_thresholds(
+    cell: np.ndarray, group: np.ndarray | None = None, num_groups: int = 0
+) -> np.ndarray:
+    """``[3, 17, 200]`` predictions with a score >= each threshold: all, visible, not shown.
+
+    With ``group [N]`` (each cell's group, < ``num_groups``): ``[num_groups, 3, 17, 200]``.
+    """
+    cells = 2 * NUM_CLASSES * (NUM_THRESHOLDS + 1)
+    if group is None:
+        histogram = np.bincount(cell, minlength=cells).reshape(1, 2, NUM_CLASSES, NUM_THRESHOLDS + 1)
+    else:
+        histogram = np.bincount(group * cells + cell, minlength=num_groups * cells)
+        histogram = histogram.reshape(num_groups, 2, NUM_CLASSES, NUM_THRESHOLDS + 1)
+    # [g, v, c, b]: bin >= b (v: visible, not shown).
+    at_least = np.cumsum(histogram[..., ::-1], axis=-1)[..., ::-1]
+    above = at_least[..., 1:]  # score >= thresholds[i] is bin >= i + 1
+    counts = np.stack([above[:, 0] + above[:, 1], above[:, 0], above[:, 1]], axis=1)
+    return counts[0] if group is None else counts
 
 
 def _average_precision(hits: np.ndarray, detected: np.ndarray, num_events: np.ndarray) -> np.ndarray:
-    """``[3, 17]`` official 11-point AP from ``[3, 17, 200]`` true positives and detections."""
+    """``[..., 3, 17]`` official 11-point AP from ``[..., 3, 17, 200]`` true positives and
+    ``[3, 17, 200]`` detections (leading axes: one per radius, say)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.nan_to_num(hits.astype(np.float64) / detected)
         recall = np.nan_to_num(hits.astype(np.float64) / num_events[:, :, None])
-    total = np.zeros(num_events.shape)
+    total = np.zeros(hits.shape[:-1])
     # Official: AP += max precision at recall >= j, j in np.arange(11) / 10, then / 11.
     for level in np.arange(11) / 10:
-        total += np.where(recall >= level, precision, 0.0).max(axis=2)
+        total += np.where(recall >= level, precision, 0.0).max(axis=-1)
     return total / 11
 
 

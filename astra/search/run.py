@@ -231,6 +231,19 @@ def default_data() -> Path:
 
 def _tune(plan: Plan) -> str:
     import ray
+
+    from astra.training.ray_train import connect_ray
+
+    assert plan.roots is not None
+    owns_ray = connect_ray()
+    try:
+        return _search_on_ray(plan)
+    finally:
+        if owns_ray:  # a Ray this search started or joined; one the caller started stays up
+            ray.shutdown()
+
+
+def _search_on_ray(plan: Plan) -> str:
     from ray import tune
 
     from astra.search import results
@@ -238,8 +251,6 @@ def _tune(plan: Plan) -> str:
     from astra.search.trial import TrialContext, run_trial
 
     assert plan.roots is not None
-    if not ray.is_initialized():
-        ray.init()
     space = plan.space
     context = TrialContext(plan.experiment.resolve(), space, plan.base.to_dict(), plan.roots)
     resources = space.resources

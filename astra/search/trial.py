@@ -143,7 +143,9 @@ def finish_trial(
 
     best = trial_dir / "run" / "checkpoints" / "best.pt"
     model, config = load_for_inference(best, device=device)
-    record = load(best, mmap=True)["training"]
+    # The best epoch's figures come from best.pt; the epochs run, from last.pt.
+    last = load(trial_dir / "run" / "checkpoints" / "last.pt", mmap=True)["training"]
+    record = {**load(best, mmap=True)["training"], "epoch": last["epoch"]}
     device = next(model.parameters()).device
     labels, outputs = {}, {}
     for split in (config.data.valid_split, config.data.test_split):

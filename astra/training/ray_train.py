@@ -18,6 +18,41 @@ from typing import Any
 from astra.config import ExperimentConfig, config_from_dict
 from astra.data.dataset import DataRoots
 
+log = logging.getLogger(__name__)
+
+
+def connect_ray() -> bool:
+    """Join the Ray cluster this process is meant for, or start one in this process.
+
+    As ``ray.init()`` does: ``RAY_ADDRESS`` if set, else the cluster last started on this
+    machine (``ray start``, ``ray up``; what ``ray submit`` runs on), else a new local one.
+    A cluster recorded on this machine whose port no longer answers (stopped without ``ray
+    stop``: killed, or the machine restarted) is reported and passed over for a local one;
+    Ray itself would retry it for many minutes. False if Ray was already initialised here.
+    """
+    import os
+    import socket
+
+    import ray
+    from ray._common.utils import get_ray_address_file
+
+    if ray.is_initialized():
+        return False
+    recorded = Path(get_ray_address_file(None))
+    if not os.environ.get("RAY_ADDRESS") and recorded.is_file():
+        host, _, port = recorded.read_text().strip().rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError):
+            log.warning(
+                "the Ray cluster recorded in %s (%s:%s) does not answer; starting a local Ray",
+                recorded, host, port,
+            )  # fmt: skip
+            ray.init(address="local")
+            return True
+    ray.init()
+    return True
+
 
 def train_with_ray(
     config: ExperimentConfig,

@@ -18,6 +18,7 @@ import torch
 from astra.cli import main
 from astra.training import checkpoint
 
+
 class Foreign:
     """An object a checkpoint must not hold: loading it would run this module's code."""
 

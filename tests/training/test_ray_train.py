@@ -17,7 +17,7 @@ def test_one_worker_trains_reports_and_writes_the_last_checkpoint(
     from astra.training.ray_train import train_with_ray
 
     config = tiny_config("model.use_audio=false", "train.epochs=1")
-    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False)
     try:
         result = train_with_ray(
             config, DataRoots.single(tiny_dataset.root), tmp_path, num_workers=1, name="one"
@@ -40,7 +40,7 @@ def test_two_workers_train_report_epochs_and_resume_by_name(
     from astra.training.ray_train import train_with_ray
 
     config = tiny_config("model.use_audio=false", "train.epochs=1")
-    ray.init(num_cpus=2)
+    ray.init(address="local", num_cpus=2)
     try:
         first = train_with_ray(
             config, DataRoots.single(tiny_dataset.root), tmp_path, num_workers=2, name="run"

@@ -1,0 +1,183 @@
+"""Faults a search survives (slow: each runs a real search on a local Ray).
+
+- a trial's worker process killed with SIGKILL: Tune restarts the trial, which resumes from its
+  own ``last.pt`` (its reported epochs do not start over) and finishes;
+- the driver (``run_search.py``) killed with SIGKILL: the next run resumes, keeps what was done and
+  adds nothing twice to the Optuna study;
+- a node of a multi-node cluster lost while it runs a trial: the trial restarts on another node
+  from its last checkpoint and finishes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import polars as pl
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCHS = 6
+
+
+def _space(path: Path, overrides: list[str], trials: int, epochs: int = EPOCHS) -> Path:
+    settings = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in overrides)}
+    settings.update({"train.epochs": epochs, "train.warmup_epochs": 1, "train.patience_epochs": epochs})
+    del settings["train.base_learning_rate"]
+    space = {
+        "settings": settings,
+        "parameters": {"train.base_learning_rate": {"loguniform": [5.0e-4, 5.0e-3]}},
+        "budget": {"trials": trials, "concurrent": 1},
+        "asha": {"enabled": False},
+        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        "windows": {"search": False},
+        "start_from_base": False,
+    }
+    path.write_text(yaml.safe_dump(space), encoding="utf-8")
+    return path
+
+
+def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 240.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _last_checkpoint(experiment: Path) -> Path | None:
+    found = sorted(experiment.glob("trials/*/run/checkpoints/last.pt"))
+    return found[0] if found else None
+
+
+def _reported_epochs(experiment: Path) -> list[int]:
+    epochs = []
+    for progress in experiment.glob("tune/*/progress.csv"):
+        with progress.open() as f:
+            epochs += [int(float(row["epoch"])) for row in csv.DictReader(f) if row.get("epoch")]
+    return epochs
+
+
+def _trial_workers() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ImplicitFunc" in line]
+
+
+def _search(space: Path, data: Path, experiment: Path) -> list[str]:
+    return [
+        sys.executable, str(REPO / "run_search.py"), "--space", str(space), "--data", str(data),
+        "--experiment", str(experiment),
+    ]  # fmt: skip
+
+
+def _study_trials(experiment: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'study.db'}").trials
+
+
+def test_a_killed_trial_worker_resumes_from_its_last_checkpoint(
+    tmp_path: Path, make_tiny_dataset: Callable[..., Any], tiny_overrides: list[str]
+) -> None:
+    data = make_tiny_dataset(tmp_path / "data").root
+    space = _space(tmp_path / "kill.yaml", tiny_overrides, trials=1)
+    experiment = tmp_path / "experiment"
+    search = subprocess.Popen(_search(space, data, experiment), cwd=tmp_path, start_new_session=True)
+    try:
+        _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
+        workers = _wait_for(_trial_workers, "the trial's worker process")
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        assert search.wait(timeout=600) == 0
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+    table = pl.read_parquet(experiment / "results.parquet")
+    assert table["status"].to_list() == ["finished"]
+    assert table["epochs_run"].to_list() == [EPOCHS]
+    epochs = _reported_epochs(experiment)
+    assert epochs.count(1) == 1, f"the trial started over: reported epochs {epochs}"
+    assert max(epochs) == EPOCHS
+    assert len(_study_trials(experiment, "astra-kill")) == 1
+
+
+def test_a_killed_driver_is_resumed_by_the_next_run(
+    tmp_path: Path, make_tiny_dataset: Callable[..., Any], tiny_overrides: list[str]
+) -> None:
+    data = make_tiny_dataset(tmp_path / "data").root
+    space = _space(tmp_path / "driver.yaml", tiny_overrides, trials=2)
+    experiment = tmp_path / "experiment"
+    command = _search(space, data, experiment)
+    search = subprocess.Popen(command, cwd=tmp_path, start_new_session=True)
+    try:
+        _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
+        time.sleep(1.0)  # let Tune write its experiment state
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)  # the driver and the Ray it started
+        search.wait()
+    # What the next run finds: one trial started, none finished.
+    assert not list(experiment.glob("trials/*/result.json"))
+    subprocess.run(command, cwd=tmp_path, check=True, timeout=900)
+    table = pl.read_parquet(experiment / "results.parquet")
+    assert table.height == 2 and table["status"].to_list() == ["finished", "finished"]
+    assert table["epochs_run"].to_list() == [EPOCHS, EPOCHS]
+    complete = [t for t in _study_trials(experiment, "astra-driver") if t.state.is_finished()]
+    assert len(complete) == 2
+    values = sorted(t.value for t in complete if t.value is not None)
+    assert values == pytest.approx(sorted(table["best_valid_tight_a_map"].to_list()))
+
+
+def test_a_lost_node_does_not_lose_its_trial(
+    tmp_path: Path, make_tiny_dataset: Callable[..., Any], tiny_overrides: list[str]
+) -> None:
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from astra.search.run import SearchOptions, run_search
+
+    data = make_tiny_dataset(tmp_path / "data").root
+    epochs = 3 * EPOCHS  # long enough to lose a node in the middle
+    space = _space(tmp_path / "nodes.yaml", tiny_overrides, trials=1, epochs=epochs)
+    experiment = tmp_path / "experiment"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    first = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=0, resources={"spare": 1})  # a node with no room for a trial yet
+    lost: list[Any] = []
+
+    def lose_the_first_node() -> None:
+        try:
+            _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
+            cluster.remove_node(first, allow_graceful=False)
+            lost.append(_reported_epochs(experiment))
+            cluster.add_node(num_cpus=1)  # where the trial can go on
+        except BaseException as error:  # reported by the assertion below
+            lost.append(error)
+
+    ray.init(address=cluster.address)
+    killer = threading.Thread(target=lose_the_first_node, daemon=True)
+    try:
+        killer.start()
+        assert run_search(SearchOptions(space=str(space), data=str(data), experiment=str(experiment))) == 0
+        killer.join(timeout=5)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert len(lost) == 1 and isinstance(lost[0], list), f"the node was not removed: {lost}"
+    assert max(lost[0], default=0) < epochs, "the trial had finished before its node was lost"
+    table = pl.read_parquet(experiment / "results.parquet")
+    assert table["status"].to_list() == ["finished"]
+    assert table["epochs_run"].to_list() == [epochs]
+    epochs = _reported_epochs(experiment)
+    assert epochs.count(1) == 1, f"the trial started over: reported epochs {epochs}"
