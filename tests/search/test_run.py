@@ -7,6 +7,7 @@ One test, because Ray's start-up is most of its cost; each step asserts what a u
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,10 +53,12 @@ def test_a_search_runs_resumes_without_duplicates_and_reports(
     make_tiny_dataset: Callable[..., Any],
     tiny_overrides: list[str],
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     # A cluster recorded on this machine that is gone (killed without `ray stop`) must not
     # stall the search: Ray's own retries take many minutes; the search starts a local Ray.
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
