@@ -189,12 +189,17 @@ def _inputs(features: np.ndarray, projection: np.ndarray | None, context_seconds
 
 
 def _targets(half: Half, radius_seconds: int) -> np.ndarray:
-    """``[T, C]`` float64: 1 within ``radius_seconds`` of an event of the class, else 0."""
+    """``[T, C]`` float64: 1 within ``radius_seconds`` of an event of the class, else 0.
+
+    Events past the end of the features have no row and give no target (as in training).
+    """
     targets = np.zeros((half.num_seconds, NUM_CLASSES))
-    seconds = half.annotations.position_ms // 1000
+    annotations = half.annotations.within_features()
+    seconds = annotations.position_ms // 1000
     for offset in range(-radius_seconds, radius_seconds + 1):
-        shifted = np.clip(seconds + offset, 0, half.num_seconds - 1)
-        targets[shifted, half.annotations.class_index] = 1.0
+        shifted = seconds + offset
+        inside = (shifted >= 0) & (shifted < half.num_seconds)
+        targets[shifted[inside], annotations.class_index[inside]] = 1.0
     return targets
 
 

@@ -254,3 +254,22 @@ def _mean_average_precision(
                 precision_sum += true_positives / rank
         precisions.append(precision_sum / num_events)
     return float(np.mean(precisions))
+
+
+def test_targets_leave_out_events_past_the_end_of_the_features(tmp_path: Path) -> None:
+    """An event past the last feature row is kept for scoring, not learnt at the last second."""
+    from astra.baseline import _targets
+    from astra.data.dataset import Half
+    from astra.data.labels import Annotations
+
+    annotations = Annotations(
+        half=np.array([1, 1], dtype=np.int8),
+        position_ms=np.array([3_500, 12_000], dtype=np.int64),
+        class_index=np.array([2, 5], dtype=np.int16),
+        visible=np.array([True, True]),
+        past_end=np.array([False, True]),
+    )
+    half = Half("g", 1, np.zeros((10, 4), np.float32), None, annotations, tmp_path / "f.npy")
+    targets = _targets(half, radius_seconds=1)
+    assert targets[:, 2].nonzero()[0].tolist() == [2, 3, 4]
+    assert not targets[:, 5].any()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,22 @@ def _search(space: Path, data: Path, experiment: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@contextlib.contextmanager
+def _search_past_its_first_checkpoint(
+    command: list[str], cwd: Path, experiment: Path
+) -> Iterator[subprocess.Popen]:
+    """A search started in its own process group, once a trial has written ``last.pt``; the group
+    (the driver and the Ray it started) is killed on the way out if it still runs."""
+    search = subprocess.Popen(command, cwd=cwd, start_new_session=True)
+    try:
+        _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
+        yield search
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+            search.wait()
+
+
 def _study_trials(experiment: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{experiment / 'study.db'}").trials
 
@@ -94,16 +111,11 @@ def test_a_killed_trial_worker_resumes_from_its_last_checkpoint(
     data = make_tiny_dataset(tmp_path / "data").root
     space = _space(tmp_path / "kill.yaml", tiny_overrides, trials=1)
     experiment = tmp_path / "experiment"
-    search = subprocess.Popen(_search(space, data, experiment), cwd=tmp_path, start_new_session=True)
-    try:
-        _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
+    with _search_past_its_first_checkpoint(_search(space, data, experiment), tmp_path, experiment) as search:
         workers = _wait_for(_trial_workers, "the trial's worker process")
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         assert search.wait(timeout=600) == 0
-    finally:
-        if search.poll() is None:
-            os.killpg(search.pid, signal.SIGKILL)
     table = pl.read_parquet(experiment / "results.parquet")
     assert table["status"].to_list() == ["finished"]
     assert table["epochs_run"].to_list() == [EPOCHS]
@@ -120,13 +132,8 @@ def test_a_killed_driver_is_resumed_by_the_next_run(
     space = _space(tmp_path / "driver.yaml", tiny_overrides, trials=2)
     experiment = tmp_path / "experiment"
     command = _search(space, data, experiment)
-    search = subprocess.Popen(command, cwd=tmp_path, start_new_session=True)
-    try:
-        _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
-        time.sleep(1.0)  # let Tune write its experiment state
-    finally:
-        os.killpg(search.pid, signal.SIGKILL)  # the driver and the Ray it started
-        search.wait()
+    with _search_past_its_first_checkpoint(command, tmp_path, experiment):
+        time.sleep(1.0)  # let Tune write its experiment state, then the driver and its Ray are killed
     # What the next run finds: one trial started, none finished.
     assert not list(experiment.glob("trials/*/result.json"))
     subprocess.run(command, cwd=tmp_path, check=True, timeout=900)
