@@ -13,7 +13,7 @@ A space file (``search_spaces/README.md`` documents every key)::
     budget: {trials: 12, concurrent: 2}
     asha: {enabled: true, grace_epochs: 2, reduction_factor: 2}
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
-    windows: {search: true, method: optuna, trials_per_class: 30}
+    windows: {search: true, method: optuna, trials_per_class: 40}
     start_from_base: true                # the first trial is the base config itself
 
 Every path must name a setting of ``astra/config.py``; every bound and choice must be a value
@@ -117,7 +117,7 @@ class Resources:
 class WindowSettings:
     search: bool = True  # search the per-class Soft-NMS windows on each finished trial's valid outputs
     method: str = "optuna"  # or "grid"
-    trials_per_class: int = 30
+    trials_per_class: int = 40
     low_seconds: float = 1.0
     high_seconds: float = 40.0
 
