@@ -73,7 +73,9 @@ def synthetic_split(games: int, seed: int) -> tuple[dict[str, Annotations], dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--games", type=int, default=100, help="games in the split (default 100)")
     parser.add_argument(
         "--trials-per-class", type=int, nargs="+", default=[20, 40],
@@ -92,7 +94,9 @@ def main() -> None:
     )
     inference = InferenceConfig()
     runs = [("grid 1-40 s step 0.5", {"method": "grid"})]
-    runs += [(f"optuna {n}/class", {"method": "optuna", "trials_per_class": n}) for n in args.trials_per_class]
+    runs += [
+        (f"optuna {n}/class", {"method": "optuna", "trials_per_class": n}) for n in args.trials_per_class
+    ]
     found = {}
     print(f"{'method':<22} {'seconds':>8} {'evaluations':>12} {'valid a-mAP':>12} {'paper windows':>14}")
     for name, settings in runs:
@@ -100,7 +104,10 @@ def main() -> None:
         search = search_windows(labels, outputs, inference, metric="tight", **settings)
         seconds = time.perf_counter() - started
         found[name] = search
-        print(f"{name:<22} {seconds:>8.1f} {search.evaluations:>12} {search.a_map:>12.4f} {search.start_a_map:>14.4f}")
+        print(
+            f"{name:<22} {seconds:>8.1f} {search.evaluations:>12} {search.a_map:>12.4f} "
+            f"{search.start_a_map:>14.4f}"
+        )
     grid = np.asarray(found[runs[0][0]].per_class_ap)
     for name, search in list(found.items())[1:]:
         ap = np.asarray(search.per_class_ap)

@@ -29,7 +29,7 @@ from typing import Any
 from astra.config import ExperimentConfig
 from astra.data.dataset import DataRoots
 from astra.files import atomic_write
-from astra.search.space import SearchSpace, load_space
+from astra.search.space import TRAIN_DRIVER_CPUS, Resources, SearchSpace, load_space
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ def describe(plan: Plan) -> str:
         ),
         f"one trial      {resources.workers} worker(s) x ({resources.cpus_per_worker:g} CPU, "
         f"{resources.gpus_per_worker:g} GPU)" + (" under Ray Train (DDP)" if resources.workers > 1 else ""),
-        f"               needs {plan.concurrent * resources.workers * resources.cpus_per_worker:g} CPUs and "
-        f"{plan.concurrent * resources.workers * resources.gpus_per_worker:g} GPUs "
+        f"               needs {plan.concurrent * resources.trial_cpus:g} CPUs and "
+        f"{plan.concurrent * resources.trial_gpus:g} GPUs "
         f"for {plan.concurrent} at a time"
         f" (this machine: {os.cpu_count()} CPUs)",
         "windows        "
@@ -237,10 +237,37 @@ def _tune(plan: Plan) -> str:
     assert plan.roots is not None
     owns_ray = connect_ray()
     try:
+        _check_trial_fits(plan.space.resources, local=owns_ray == "local")
         return _search_on_ray(plan)
     finally:
         if owns_ray:  # a Ray this search started or joined; one the caller started stays up
             ray.shutdown()
+
+
+def _check_trial_fits(resources: Resources, *, local: bool) -> None:
+    """Refuse, on a Ray started here, a trial bigger than the machine: Ray would wait for it forever
+    (Ray Train gives up on its workers after a minute, and Tune retries). On a cluster joined, warn:
+    an autoscaler may add the nodes."""
+    import ray
+
+    have = ray.cluster_resources()
+    short = [
+        f"{need:g} {name}s (the Ray cluster has {have.get(key, 0.0):g})"
+        for name, key, need in (("CPU", "CPU", resources.trial_cpus), ("GPU", "GPU", resources.trial_gpus))
+        if need > have.get(key, 0.0) + 1e-9
+    ]
+    if not short:
+        return
+    message = (
+        f"one trial needs {' and '.join(short)}: {resources.workers} worker(s) x "
+        f"({resources.cpus_per_worker:g} CPU, {resources.gpus_per_worker:g} GPU)"
+        + (f" + {TRAIN_DRIVER_CPUS:g} CPU for the trial's own process" if resources.workers > 1 else "")
+    )
+    if local:
+        raise SearchError(
+            f"{message}; lower resources.cpus_per_worker (or workers, gpus_per_worker) in the space"
+        )
+    log.warning("%s; trials wait until the cluster has room (an autoscaler may add nodes)", message)
 
 
 def _search_on_ray(plan: Plan) -> str:
@@ -257,7 +284,7 @@ def _search_on_ray(plan: Plan) -> str:
     trial_resources = (
         {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
         if resources.workers == 1
-        else {"cpu": 0.01}  # the trial's driver; its Ray Train workers ask for their own
+        else {"cpu": TRAIN_DRIVER_CPUS}  # the trial's own process; its Ray Train workers ask for theirs
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources)
 

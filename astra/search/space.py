@@ -102,6 +102,10 @@ class Asha:
     reduction_factor: int = 2  # at each rung, 1 / reduction_factor of the trials go on
 
 
+# A Ray Train trial's own process only waits for its workers, but Ray gives no task zero CPUs.
+TRAIN_DRIVER_CPUS = 0.01
+
+
 @dataclass(frozen=True)
 class Resources:
     workers: int = 1  # Ray Train workers per trial; above 1, DDP through a TorchTrainer
@@ -111,6 +115,17 @@ class Resources:
     @property
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
+
+    @property
+    def trial_cpus(self) -> float:
+        """CPUs one trial holds: its worker's, or under Ray Train its workers' and its own process's."""
+        if self.workers == 1:
+            return self.cpus_per_worker
+        return self.workers * self.cpus_per_worker + TRAIN_DRIVER_CPUS
+
+    @property
+    def trial_gpus(self) -> float:
+        return self.workers * self.gpus_per_worker
 
 
 @dataclass(frozen=True)

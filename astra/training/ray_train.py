@@ -21,14 +21,17 @@ from astra.data.dataset import DataRoots
 log = logging.getLogger(__name__)
 
 
-def connect_ray() -> bool:
+def connect_ray() -> str | None:
     """Join the Ray cluster this process is meant for, or start one in this process.
 
     As ``ray.init()`` does: ``RAY_ADDRESS`` if set, else the cluster last started on this
     machine (``ray start``, ``ray up``; what ``ray submit`` runs on), else a new local one.
     A cluster recorded on this machine whose port no longer answers (stopped without ``ray
     stop``: killed, or the machine restarted) is reported and passed over for a local one;
-    Ray itself would retry it for many minutes. False if Ray was already initialised here.
+    Ray itself would retry it for many minutes.
+
+    Returns "local" when it started a Ray in this process, "cluster" when it joined one, None
+    when Ray was already initialised here (by the caller, who then shuts it down).
     """
     import os
     import socket
@@ -37,7 +40,7 @@ def connect_ray() -> bool:
     from ray._common.utils import get_ray_address_file
 
     if ray.is_initialized():
-        return False
+        return None
     recorded = Path(get_ray_address_file(None))
     if not os.environ.get("RAY_ADDRESS") and recorded.is_file():
         host, _, port = recorded.read_text().strip().rpartition(":")
@@ -49,9 +52,10 @@ def connect_ray() -> bool:
                 recorded, host, port,
             )  # fmt: skip
             ray.init(address="local")
-            return True
+            return "local"
     ray.init()
-    return True
+    joined = os.environ.get("RAY_ADDRESS", "local") != "local" or recorded.is_file()
+    return "cluster" if joined else "local"
 
 
 def train_with_ray(

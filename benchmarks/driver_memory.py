@@ -1,0 +1,121 @@
+"""The search driver's memory over a long search: does it grow with the number of trials?
+
+A 50-trial search of tiny trials (a tiny model, one epoch, a small simulated dataset without
+audio, windows searched), two at a time on a local Ray, run in this process; a thread samples
+the driver's resident memory (RSS) and that of Ray's head processes (GCS server, raylet) every
+second, with the number of trials finished so far. Prints the RSS when every tenth trial
+ends, and the growth per trial between the tenth and the last (the first trials pay for
+imports and Ray's start).
+
+    python benchmarks/driver_memory.py [--trials 50] [--concurrent 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "model.use_audio": False,
+    "model.visual_dims": [8, 8, 4, 8, 8],
+    "model.d_model": 16,
+    "model.num_heads": 2,
+    "clips.clip_seconds": 20,
+    "clips.train_stride_seconds": 10,
+    "clips.inference_stride_seconds": 10,
+    "train.epochs": 1,
+    "train.warmup_epochs": 0,
+    "train.patience_epochs": 1,
+    "train.batch_size": 8,
+    "train.loader_workers": 0,
+}
+
+
+def _ray_head_rss() -> int:
+    total = 0
+    for process in psutil.process_iter(["name", "cmdline", "memory_info"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if "gcs_server" in line or "raylet" in (process.info["name"] or ""):
+            total += process.info["memory_info"].rss if process.info["memory_info"] else 0
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--concurrent", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from astra.config import SimulatorConfig
+    from astra.data.simulator import simulate
+    from astra.search.run import SearchOptions, run_search
+
+    driver = psutil.Process()
+    samples: list[tuple[int, int, int]] = []  # (trials finished, driver RSS, Ray head RSS)
+    with tempfile.TemporaryDirectory(prefix="astra-memory-") as folder:
+        folder = Path(folder)
+        data = folder / "data"
+        simulate(data, SimulatorConfig(num_games=10, half_minutes=2, write_audio=False), progress=False)
+        space = {
+            "settings": TINY,
+            "parameters": {
+                "train.base_learning_rate": {"loguniform": [1.0e-4, 1.0e-2]},
+                "loss.uncertainty_alpha": {"uniform": [0.1, 0.9]},
+            },
+            "budget": {"trials": args.trials, "concurrent": args.concurrent},
+            "asha": {"enabled": False},
+            "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
+            "windows": {"search": True, "method": "optuna", "trials_per_class": 5},
+            "start_from_base": False,
+        }
+        (folder / "space.yaml").write_text(yaml.safe_dump(space), encoding="utf-8")
+        experiment = folder / "experiment"
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(1.0):
+                finished = len(list(experiment.glob("trials/*/result.json")))
+                samples.append((finished, driver.memory_info().rss, _ray_head_rss()))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        started = time.perf_counter()
+        sampler.start()
+        try:
+            status = run_search(
+                SearchOptions(space=str(folder / "space.yaml"), data=str(data), experiment=str(experiment))
+            )
+        finally:
+            stop.set()
+            sampler.join()
+        minutes = (time.perf_counter() - started) / 60
+    if status != 0:
+        raise SystemExit(f"the search failed with status {status}")
+    print(f"\n{args.trials} trials, {args.concurrent} at a time, in {minutes:.1f} min")
+    print(f"{'trials done':>11} {'driver RSS MB':>14} {'Ray head RSS MB':>16}")
+    marks = {}
+    for finished, rss, head in samples:
+        marks[finished] = (rss, head)  # the last sample at each count
+    shown = [n for n in sorted(marks) if n % 10 == 0 and n > 0] or sorted(marks)[-1:]
+    for n in shown:
+        print(f"{n:>11} {marks[n][0] / 2**20:>14.0f} {marks[n][1] / 2**20:>16.0f}")
+    first = min((n for n in marks if n >= 10), default=None)
+    last = max(marks)
+    if first is not None and last > first:
+        growth = (marks[last][0] - marks[first][0]) / (last - first)
+        print(f"driver growth from trial {first} to {last}: {growth / 2**20:+.2f} MB per trial")
+    print(f"peak driver RSS {max(s[1] for s in samples) / 2**20:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
