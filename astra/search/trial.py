@@ -214,10 +214,18 @@ def _read_outputs(prediction_dir: Path, labels: Mapping[str, Any]) -> dict[str, 
 def _finish_remotely(trial_dir: Path, context: TrialContext, trial_id: str) -> dict[str, Any]:
     """Post-process on a worker with the trial's own resources (a GPU where trials have one)."""
     import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     resources = context.space.resources
     task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(finish_trial)
-    return ray.get(task.remote(trial_dir, context.roots, context.space.windows, trial_id=trial_id))
+    # Out of the trial's placement group (its one bundle is the trial's own 0.01 CPU): on the
+    # resources its Ray Train workers have just given back.
+    outside = PlacementGroupSchedulingStrategy(placement_group=None)
+    return ray.get(
+        task.options(scheduling_strategy=outside).remote(
+            trial_dir, context.roots, context.space.windows, trial_id=trial_id
+        )
+    )
 
 
 def _configure_logging() -> None:

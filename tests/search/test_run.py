@@ -23,7 +23,9 @@ from astra.search.run import SearchOptions, run_search
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _tiny_space(path: Path, overrides: list[str], trials: int) -> Path:
+def _tiny_space(
+    path: Path, overrides: list[str], trials: int, resources: dict[str, Any] | None = None
+) -> Path:
     settings = {}
     for override in overrides:
         key, _, value = override.partition("=")
@@ -39,7 +41,7 @@ def _tiny_space(path: Path, overrides: list[str], trials: int) -> Path:
         },
         "budget": {"trials": trials, "concurrent": 1},
         "asha": {"enabled": False},
-        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        "resources": resources or {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
         "windows": {"search": True, "method": "grid"},
         "start_from_base": False,
     }
@@ -127,3 +129,29 @@ def test_a_search_runs_resumes_without_duplicates_and_reports(
     assert run_search(SearchOptions(experiment=str(experiment), report=True)) == 0
     assert pl.read_parquet(experiment / "results.parquet").height == 3
     assert "best" in (experiment / "summary.md").read_text().lower()
+
+
+def test_a_trial_under_ray_train_trains_predicts_and_scores(
+    tmp_path: Path,
+    make_tiny_dataset: Callable[..., Any],
+    tiny_overrides: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two DDP workers per trial: the trial trains under a TorchTrainer, then predicts and searches
+    its windows in a task outside the trial's placement group (which holds only its own process)."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    data = make_tiny_dataset(tmp_path / "data").root
+    resources = {"workers": 2, "cpus_per_worker": 0.5, "gpus_per_worker": 0}
+    space = _tiny_space(tmp_path / "ddp.yaml", tiny_overrides, trials=1, resources=resources)
+    experiment = tmp_path / "experiment"
+    assert run_search(SearchOptions(space=str(space), data=str(data), experiment=str(experiment))) == 0
+    (row,) = pl.read_parquet(experiment / "results.parquet").iter_rows(named=True)
+    assert row["status"] == "finished" and row["epochs_run"] == 2
+    assert row["test_tight_paper"] is not None and len(row["windows"]) == 17
+    # Ray Train keeps its latest checkpoint only (what it resumes from), not one per epoch.
+    copies = [p for p in (experiment / "trials" / row["trial_id"]).rglob("checkpoint_*") if p.is_dir()]
+    assert len(copies) == 1, copies
