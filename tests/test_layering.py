@@ -17,6 +17,10 @@ NUMPY_SIDE = [
     "astra.search.windows",
     "astra.search.space",
     "astra.data.dataset",
+    "astra.ensemble.selection",
+    "astra.ensemble.outputs",
+    "astra.ensemble.build",
+    "astra.ensemble.report",
 ]
 
 

@@ -1,0 +1,94 @@
+"""Build an ensemble of a search's best diverse trials: average their per-position outputs.
+
+Members are chosen on the validation split only: greedy forward selection with replacement
+(Caruana et al. 2004; the default), or the top K by validation score (--selection top, the
+baseline). The average's per-class Soft-NMS windows are searched on validation; valid and test
+(and with --split challenge, the challenge submission) are written under --out with
+ensemble.json, report.md and per_class.png. Test figures are reported, never used to choose.
+
+Examples:
+  python ensembles/build.py --experiment runs/search/smoke --top 4
+  python ensembles/build.py --experiment runs/search/small --top 4 --split challenge
+  python ensembles/build.py --experiment runs/search/small --top 4 --selection top --out runs/top4
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from astra.ensemble.build import EnsembleError, EnsembleOptions, build_ensemble
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--experiment", required=True, help="a search's experiment folder (run_search.py --experiment)"
+    )
+    parser.add_argument("--top", type=int, default=4, help="members at most (default 4)")
+    parser.add_argument(
+        "--selection", choices=("greedy", "top"), default="greedy",
+        help="greedy forward selection on valid (default), or the top K by valid score",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pool", type=int, default=10, help="candidates: the best N finished trials (default 10)"
+    )
+    parser.add_argument(
+        "--init", type=int, default=3,
+        help="greedy's sorted initialisation: the best of the averages of the 1..N best trials (default 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bags", type=int, default=1, help="bagged greedy selection over N random halves of the pool"
+    )
+    parser.add_argument(
+        "--split", choices=("challenge",),
+        help="also write the challenge submission (members without challenge outputs are predicted first)",
+    )  # fmt: skip
+    parser.add_argument("--out", help="output folder (default EXPERIMENT/ensembles/<selection>-top<K>)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bags and the window search")
+    parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    options = EnsembleOptions(
+        experiment=args.experiment, top=args.top, selection=args.selection, pool=args.pool, init=args.init,
+        bags=args.bags, split=args.split, out=args.out, seed=args.seed,
+    )  # fmt: skip
+    try:
+        record = build_ensemble(options)
+    except (EnsembleError, ValueError, OSError) as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _print(record)
+    return 0
+
+
+def _print(record: dict) -> None:
+    scores = record["scores"]
+    valid, test = list(scores)
+    members = ", ".join(f"{trial} x{weight}" for trial, weight in record["members"].items())
+    print(f"\nensemble ({record['selection']}): {members}")
+    for windows in ("searched", "paper"):
+        s = scores[test][windows]
+        print(
+            f"  {windows:>8} windows: valid tight {scores[valid][windows]['tight']:.4f}; "
+            f"{test} tight {s['tight']:.4f}, loose {s['loose']:.4f}, visible {s['visible']:.4f}, "
+            f"not shown {s['unshown']:.4f}"
+        )
+    challenge = record.get("challenge")
+    if challenge:
+        print(f"  challenge submission {challenge['submission']}")
+        if challenge.get("withheld_labels"):
+            known = challenge["withheld_labels"]
+            print(f"  what the challenge server would say (withheld labels): tight {known['tight']:.4f}")
+    print(f"report   {record['out']}/report.md")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
