@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +38,30 @@ TINY = {
 }
 
 
+def _rss(pid: str | int) -> int:
+    """Resident memory of a process in bytes (Linux /proc), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _ray_head_rss() -> int:
+    """The GCS server's and the raylet's resident memory together."""
     total = 0
-    for process in psutil.process_iter(["name", "cmdline", "memory_info"]):
-        line = " ".join(process.info["cmdline"] or [])
-        if "gcs_server" in line or "raylet" in (process.info["name"] or ""):
-            total += process.info["memory_info"].rss if process.info["memory_info"] else 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"gcs_server" in command or b"/raylet" in command:
+            total += _rss(entry.name)
     return total
 
 
@@ -61,12 +78,15 @@ def main() -> None:
     from astra.data.simulator import simulate
     from astra.search.run import SearchOptions, run_search
 
-    driver = psutil.Process()
     samples: list[tuple[int, int, int]] = []  # (trials finished, driver RSS, Ray head RSS)
     with tempfile.TemporaryDirectory(prefix="astra-memory-") as folder:
         folder = Path(folder)
         data = folder / "data"
-        simulate(data, SimulatorConfig(num_games=10, half_minutes=2, write_audio=False), progress=False)
+        simulate(
+            data,
+            SimulatorConfig(num_games=10, half_minutes=2, write_audio=False, feature_dims=(8, 8, 4, 8, 8)),
+            progress=False,
+        )
         space = {
             "settings": TINY,
             "parameters": {
@@ -86,7 +106,7 @@ def main() -> None:
         def sample() -> None:
             while not stop.wait(1.0):
                 finished = len(list(experiment.glob("trials/*/result.json")))
-                samples.append((finished, driver.memory_info().rss, _ray_head_rss()))
+                samples.append((finished, _rss("self"), _ray_head_rss()))
 
         sampler = threading.Thread(target=sample, daemon=True)
         started = time.perf_counter()
