@@ -1,10 +1,10 @@
 """Where a search trial's time goes, for both trial paths: in its own process, and under Ray Train.
 
-One search of one trial per path (one worker with both CPUs; two DDP workers of 0.99 CPU each,
-so that they and the trial's own process fit on 2 CPUs), on a fresh local Ray, with the smoke space's settings (the
-small preset) and the simulator's default dataset: the same work a trial of ``python
-run_search.py`` does, minus the parameters (the trial is the base config). ``--epochs`` epochs,
-no ASHA, windows searched. The figures come from what the search leaves on disk:
+One search of one trial per path (one worker with both CPUs; two DDP workers of 0.99 CPU
+each, so that they and the trial's own process fit on 2 CPUs), on a fresh local Ray, with the
+smoke space's settings (the small preset) and the simulator's default dataset: the same work a
+trial of ``python run_search.py`` does, minus the parameters (the trial is the base config).
+``--epochs`` epochs, no ASHA, windows searched. The figures come from what the search leaves on disk:
 
 - training: the epochs' own seconds (training and validation, ``epoch_seconds`` of each report);
 - before the first epoch, inside the trial: imports, data opening, whitening fit, model build
