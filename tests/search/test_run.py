@@ -130,6 +130,16 @@ def test_a_search_runs_resumes_without_duplicates_and_reports(
     assert pl.read_parquet(experiment / "results.parquet").height == 3
     assert "best" in (experiment / "summary.md").read_text().lower()
 
+    # An ensemble of the search's trials: chosen on valid, written for valid and test.
+    from astra.ensemble.build import EnsembleOptions, build_ensemble
+
+    record = build_ensemble(EnsembleOptions(experiment=str(experiment), top=2))
+    assert 1 <= len(record["members"]) <= 2
+    assert set(record["members"]) <= set(table["trial_id"].to_list())
+    best_valid = max(table["valid_tight_paper"].to_list())
+    assert record["valid_selection_score"] >= best_valid - 1e-9  # greedy starts from the best trial
+    assert (Path(record["out"]) / "test" / "predictions.zip").is_file()
+
 
 def test_a_trial_under_ray_train_trains_predicts_and_scores(
     tmp_path: Path,
