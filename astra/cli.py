@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "baseline": "baseline",
     "evaluate": "evaluate",
     "search-windows": "search_windows",
+    "p1": "p1",
 }
 
 
