@@ -20,7 +20,8 @@ def write_report(
     """``report.md`` from ``ensemble.json``'s ``record`` and the members' and best trial's results."""
     scores = record["scores"]
     lines = [
-        f"# Ensemble of {len(members)} trials ({record['selection']}, up to {record['top']})",
+        f"# Ensemble of {len(members)} trial{'s' if len(members) != 1 else ''} "
+        f"({record['selection']}, up to {record['top']})",
         "",
         f"Experiment `{record['experiment']}`; members chosen among the {len(record['pool'])} best "
         f"finished trials on {valid} only; {test} figures are reported as they fall.",
@@ -46,7 +47,8 @@ def write_report(
         lines.append(
             f"| **ensemble** | {windows} | {scores[valid][windows]['tight']:.4f} | " + " | ".join(row) + " |"
         )
-    rows = [(f"best single trial ({best.trial_id})", best)] + [(m.trial_id, m) for m in members]
+    rows = [(f"best single trial ({best.trial_id})", best)]
+    rows += [(m.trial_id, m) for m in members if m.trial_id != best.trial_id]
     for name, trial in rows:
         for windows in ("searched", "paper"):
             result = trial.result

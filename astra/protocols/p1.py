@@ -398,9 +398,18 @@ def _run_seed(row: str, seed: int, folder: Path, context: RunContext) -> None:
             use_gpu=resources.use_gpu, name=f"{row}-seed{seed}", callbacks=[TuneReportCallback()],
             cpus_per_worker=resources.cpus_per_worker,
         )  # fmt: skip
-        # Predicting and scoring on a worker of the run's own kind (a GPU where runs have one).
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        # Predicting and scoring on a worker of the run's own kind (a GPU where runs have one), out
+        # of the trial's placement group (which holds only the trial's own 0.01 CPU): on the
+        # resources its Ray Train workers have just given back.
         task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(finish_run)
-        result = ray.get(task.remote(folder, config, context.roots, context.bootstrap, name=name))
+        outside = PlacementGroupSchedulingStrategy(placement_group=None)
+        result = ray.get(
+            task.options(scheduling_strategy=outside).remote(
+                folder, config, context.roots, context.bootstrap, name=name
+            )
+        )
     result.update(row=row, seed=seed, resumed_after_epochs=resumed_after, wall_seconds=time.time() - started)
     with atomic_write(done, "w") as f:
         json.dump(result, f, indent=1)
@@ -434,24 +443,26 @@ def _tune(plan: Plan, todo: Sequence[tuple[str, int]]) -> None:
                 verbose=1,
             ),
         )
-        _record_errors(plan, tuner.fit())
+        _report_errors(plan, tuner.fit())
     finally:
         if owns_ray:  # a Ray this command started or joined; one the caller started stays up
             ray.shutdown()
 
 
-def _record_errors(plan: Plan, grid: Any) -> None:
-    """Runs that errored in Ray (a killed worker, three times): their error in error.json if none."""
+def _report_errors(plan: Plan, grid: Any) -> None:
+    """Print the runs that Ray gave up on without an error.json (a process killed three times, a
+    lost node): they are not recorded as failed, so that the next invocation resumes them."""
     for result in grid:
         if result.error is None:
             continue
         run = result.config["run"]
-        folder = plan.run_dir(str(run["row"]), int(run["seed"]))
-        path = folder / ERROR_NAME
-        if not path.is_file() and not (folder / RESULT_NAME).is_file():
-            lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
-            with atomic_write(path, "w") as f:
-                json.dump({"error": lines[-1] if lines else type(result.error).__name__}, f)
+        if (plan.run_dir(str(run["row"]), int(run["seed"])) / ERROR_NAME).is_file():
+            continue  # an error a retry would meet again: the report shows it
+        lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
+        print(
+            f"P1: {run['row']} seed {run['seed']} did not finish "
+            f"({lines[-1] if lines else type(result.error).__name__}); run the command again to resume it"
+        )
 
 
 def _check_run_folders(plan: Plan, todo: Sequence[tuple[str, int]]) -> None:

@@ -147,3 +147,46 @@ def test_data_without_the_splits_is_refused(tmp_path: Path, capsys: pytest.Captu
     assert str(empty) in error and "official games of split 'train'" in error
     assert main(["p1", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     assert f"--data {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_half_trained_run_resumes_and_more_seeds_train_only_what_they_add(
+    tmp_path: Path,
+    make_tiny_dataset: Callable[..., Any],
+    tiny_overrides: list[str],
+    tiny_config: Callable[..., Any],
+    local_ray: None,
+) -> None:
+    """Seed 0 was cut short after one of its two epochs (trained here with fit, as a killed run
+    leaves it): P1 resumes it from its last.pt and trains seed 1 from scratch. Then --seeds 3 with
+    --workers 2 trains seed 2 alone, on two Ray Train workers."""
+    from astra.data.dataset import DataRoots
+    from astra.training.loop import fit
+
+    data = make_tiny_dataset(tmp_path / "data").root
+    out = tmp_path / "p1"
+    settings = [*_settings(tiny_overrides)[:-2], "train.epochs=2", "train.warmup_epochs=0"]
+    fit(
+        tiny_config(*settings, "train.epochs=1", "train.seed=0"), DataRoots.single(data),
+        out / "runs" / "base" / "seed0" / "run", progress=False,
+    )  # fmt: skip
+    command = ["p1", "--data", str(data), "--out", str(out), "--bootstrap", "20", *settings]
+    assert main([*command, "--seeds", "2"]) == 0
+    table = pl.read_parquet(out / "p1.parquet")
+    assert table.select("seed", "status", "epochs_run", "resumed_after_epochs").rows() == [
+        (0, "finished", 2, 1),
+        (1, "finished", 2, 0),
+    ]
+    assert "seed 0: resumed after 1 epochs" in (out / "report.md").read_text(encoding="utf-8")
+
+    modified = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/result.json")}
+    assert main([*command, "--seeds", "3", "--workers", "2", "--cpus-per-worker", "0.5"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/result.json") if p in modified} == modified
+    table = pl.read_parquet(out / "p1.parquet")
+    assert table["status"].to_list() == ["finished"] * 3
+    assert table.filter(pl.col("seed") == 2)["epochs_run"].to_list() == [2]
+    # Seed 2 trained under Ray Train: rank 1 kept its files apart, Ray kept one checkpoint.
+    seed2 = out / "runs" / "base" / "seed2"
+    assert (seed2 / "run" / "rank1").is_dir()
+    assert len([p for p in (seed2 / "run" / "ray").rglob("checkpoint_*") if p.is_dir()]) == 1
+    assert "| `base` | 3/3 |" in (out / "report.md").read_text(encoding="utf-8")
