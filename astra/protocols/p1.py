@@ -46,8 +46,6 @@ from astra.data.dataset import DataRoots
 from astra.files import atomic_write
 from astra.search.trial import DETERMINISTIC_ERRORS, ERROR_NAME, RESULT_NAME, TrialError
 
-log = logging.getLogger(__name__)
-
 DEFINITION_NAME = "p1.json"
 RUNS_DIR = "runs"
 TUNE_NAME = "tune"
@@ -193,16 +191,18 @@ def run_p1(plan: Plan) -> int:
     """Train what is missing, then write the report; returns 0 when every run finished, else 1."""
     from astra.protocols import report
 
-    claim(plan)
+    definition = check_definition(plan)
     todo = [
         (row, seed)
         for row, seed in plan.runs()
         if not (plan.run_dir(row, seed) / RESULT_NAME).is_file()
         and not (plan.run_dir(row, seed) / ERROR_NAME).is_file()
     ]
+    _check_run_folders(plan, todo)
+    with atomic_write(plan.out / DEFINITION_NAME, "w") as f:
+        json.dump(definition, f, indent=1)
     done = len(plan.runs()) - len(todo)
     if todo:
-        _check_run_folders(plan, todo)
         print(f"P1: {len(todo)} runs to train, {done} already done or failed, in {plan.out}")
         _tune(plan, todo)
     else:
@@ -223,11 +223,12 @@ def run_p1(plan: Plan) -> int:
     return 0 if outcome.all_finished else 1
 
 
-def claim(plan: Plan) -> None:
-    """Record what defines the protocol in ``OUT/p1.json``; refuse an OUT that holds another one.
+def check_definition(plan: Plan) -> dict[str, Any]:
+    """What ``OUT/p1.json`` is to hold for this plan; refuses an OUT that holds another P1.
 
     Rows are compared by name: a recorded row whose configuration is not this one, another base
-    row or other data roots are refused. Rows added since are recorded; rows left out stay on disk.
+    row or other data roots are refused. Rows added since join the recorded ones; rows left out
+    stay on disk and in the definition.
     """
     from astra.training.run_folder import check_writable
 
@@ -263,8 +264,7 @@ def claim(plan: Plan) -> None:
                 + "): use another --out, or the same configurations and data to continue it"
             )
         rows = {**recorded["rows"], **rows}
-    with atomic_write(plan.out / DEFINITION_NAME, "w") as f:
-        json.dump({"base": plan.rows[0].name, "rows": rows, "data": data}, f, indent=1)
+    return {"base": plan.rows[0].name, "rows": rows, "data": data}
 
 
 def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -467,11 +467,18 @@ def _report_errors(plan: Plan, grid: Any) -> None:
 
 def _check_run_folders(plan: Plan, todo: Sequence[tuple[str, int]]) -> None:
     """Refuse, before Ray starts, a run folder that holds another run (fit would, inside a trial)."""
-    from astra.training.run_folder import RunFolder
+    from astra.training.run_folder import RunFolder, RunFolderError
 
     configs = {row.name: row.config for row in plan.rows}
     for row, seed in todo:
-        RunFolder(plan.run_dir(row, seed) / "run").check(seed_config(configs[row], seed), plan.roots)
+        folder = plan.run_dir(row, seed)
+        try:
+            RunFolder(folder / "run").check(seed_config(configs[row], seed), plan.roots)
+        except RunFolderError as error:
+            raise P1Error(
+                f"row {row!r} seed {seed}: {error} (astra p1 has no --restart: delete {folder} to train "
+                "this run anew)"
+            ) from None
 
 
 def _check_data(rows: Sequence[Row], roots: DataRoots, data: Path) -> None:

@@ -22,7 +22,6 @@ index), and the 95% percentile interval of the difference over resamples of the 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,6 @@ from astra.files import atomic_write
 from astra.protocols import statistics
 from astra.protocols.p1 import run_dir
 from astra.search.trial import ERROR_NAME, RESULT_NAME
-
-log = logging.getLogger(__name__)
 
 TABLE_NAME = "p1.parquet"
 REPORT_NAME = "report.md"

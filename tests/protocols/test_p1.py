@@ -105,6 +105,15 @@ def test_p1_trains_two_rows_over_two_seeds_reports_and_resumes_without_training(
     assert "holds another P1" in error and "loss.focal_gamma: 1.0 there, 2.0 here" in error
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/result.json")} == modified
 
+    # Without p1.json, a run folder of another configuration is still refused, before Ray starts.
+    (out / "p1.json").unlink()
+    (out / "runs" / "base" / "seed0" / "result.json").unlink()
+    assert main([*command, "loss.focal_gamma=2"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"astra p1: error: row 'base' seed 0: {out / 'runs' / 'base' / 'seed0' / 'run'}")
+    assert "loss.focal_gamma: 1.0 there, 2.0 now" in error and "Traceback" not in error
+    assert not (out / "p1.json").exists()  # nothing recorded for a refused command
+
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
