@@ -99,6 +99,14 @@ def test_p1_trains_two_rows_over_two_seeds_reports_and_resumes_without_training(
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/result.json")} == modified
     assert (out / "report.md").read_text(encoding="utf-8") == report
 
+    # Other bootstrap settings: the resamples are drawn again from the runs' test outputs, no training.
+    assert main([*command, "--bootstrap", "30", "--bootstrap-seed", "7"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/result.json")} == modified
+    for path in out.glob("runs/*/*/bootstrap.json"):
+        redrawn = json.loads(path.read_text(encoding="utf-8"))
+        assert (len(redrawn["scores"]), redrawn["seed"]) == (30, 7)
+    assert "30 resamples of the test games (seed 7)" in (out / "report.md").read_text(encoding="utf-8")
+
     # Another configuration into the same folder: refused, naming what differs.
     assert main([*command, "loss.focal_gamma=2"]) == 2
     error = capsys.readouterr().err
