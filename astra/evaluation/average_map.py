@@ -33,8 +33,10 @@ events and predictions, every (game, half, class) becomes a block of one sorted 
 key line, ``key = ((2 * game + half - 1) * 17 + class) * stride + frame``, with a
 stride wide enough that no tolerance window reaches into the next block. Events of one
 class interact only when they are at most ``delta`` frames apart, so they fall into
-clusters; the greedy matching runs rank by rank (the first event of every cluster at
-once, then the second, ...), each rank a windowed argmax over disjoint windows. Only
+clusters. The first event of a cluster finds nothing taken: it takes the best prediction
+of its window, a range minimum (from a sparse table) for all tolerances and events at
+once. The later events of clusters go rank by rank (the second event of every cluster
+at once, then the third, ...), each rank a windowed argmax over disjoint windows. Only
 the predictions within the widest tolerance of some event take part in the matching,
 and the windows of all tolerances come from one binary search (the widest) and the
 offsets inside it. The 200-threshold curves are histograms of score bins with a
@@ -453,9 +455,7 @@ def _score_metrics(
     candidate_keys = keys[candidates]
     priority, by_priority = _priorities(scores[candidates])
     windows = _windows(events.keys, candidate_keys, radii)
-    radius_index, matched = np.nonzero(
-        _match(events.keys, len(candidates), priority, by_priority, radii, windows)
-    )
+    radius_index, matched = _match(events.keys, priority, by_priority, radii, windows)
     hits = _count_at_thresholds(cell[candidates[matched]], radius_index, len(radii))  # [R, 3, 17, 200]
     # [R, 3, 17]: per radius the APs of all, visible, not-shown events.
     precision = _average_precision(hits, detected, num_events)
@@ -606,13 +606,12 @@ def _windows(
 
 def _match(
     event_keys: np.ndarray,
-    num_keys: int,
     priority: np.ndarray,
     by_priority: np.ndarray,
     radii: Sequence[int],
     windows: Sequence[tuple[np.ndarray, np.ndarray]],
-) -> np.ndarray:
-    """``[R, P]`` bool: per radius the predictions that the official greedy matching takes.
+) -> tuple[np.ndarray, np.ndarray]:
+    """``radius_index, chosen [M]``: per radius the predictions that the official greedy matching takes.
 
     Events in key order; each takes, among the untaken predictions with
     ``|key - event| <= radius`` (``keys[first:stop]``, ``windows`` of :func:`_windows`),
@@ -622,62 +621,86 @@ def _match(
     gaps (a cluster) depend on each other: processing the k-th event of every cluster
     together, k = 0, 1, ..., follows the official order wherever it matters.
 
-    The radii are independent matchings: each gets its own copy of the priorities in one
-    long array (radius r at offset r * (P + 1)), so that the k-th events of all clusters
-    of all radii are one windowed minimum.
+    The first event of a cluster finds nothing taken: its choice is the minimum of the
+    priorities in its window, for all radii and events at once (:func:`_range_minima`).
+    Only the later events of clusters (a few percent) go rank by rank, with what the
+    events before them took marked per radius (radius r at offset r * P).
     """
-    true_positive = np.zeros((len(radii), num_keys), dtype=bool)
-    if len(event_keys) == 0 or num_keys == 0:
-        return true_positive
-    # Taken predictions get a priority past every real one; the extra element after each
-    # copy lets a window end at its last prediction (reduceat needs an index < length).
-    taken = num_keys
-    width = num_keys + 1
-    available = np.tile(np.append(priority, taken), len(radii))
-    ranks, firsts, stops = [], [], []
-    for index, (radius, (first, stop)) in enumerate(zip(radii, windows, strict=True)):
-        starts_cluster = np.ones(len(event_keys), dtype=bool)
-        starts_cluster[1:] = np.diff(event_keys) > 2 * radius
-        cluster_start = np.flatnonzero(starts_cluster)
-        ranks.append(np.arange(len(event_keys)) - cluster_start[np.cumsum(starts_cluster) - 1])
-        firsts.append(first + index * width)
-        stops.append(stop + index * width)
-    rank, first, stop = np.concatenate(ranks), np.concatenate(firsts), np.concatenate(stops)
-    has_candidates = np.flatnonzero(stop > first)
+    num_keys = len(priority)
+    count = len(event_keys)
+    if count == 0 or num_keys == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    first = np.concatenate([window[0] for window in windows])  # [R * G], radius-major
+    stop = np.concatenate([window[1] for window in windows])
+    taken = num_keys  # past every real priority: nothing found
+    best = _range_minima(priority, first, stop, taken)
+    starts_cluster = np.ones((len(radii), count), dtype=bool)
+    radius_column = 2 * np.asarray(radii, dtype=np.int64)[:, None]
+    np.greater(np.diff(event_keys)[None, :], radius_column, out=starts_cluster[:, 1:])
+    starts = starts_cluster.ravel()
+    found = np.flatnonzero(starts & (best < taken))
+    radius_parts = [found // count]
+    chosen_parts = [by_priority[best[found]]]
+    later = np.flatnonzero(~starts & (stop > first))
+    if len(later) == 0:
+        return radius_parts[0], chosen_parts[0]
+    index = np.arange(len(starts))
+    later_rank = later - np.maximum.accumulate(np.where(starts, index, 0))[later]
+    # The firsts of clusters that have later events took their predictions: mark them.
+    is_taken = np.zeros(len(radii) * num_keys, dtype=bool)
+    followed = np.zeros(len(starts), dtype=bool)
+    followed[:-1] = ~starts[1:]
+    marked = followed[found]
+    is_taken[radius_parts[0][marked] * num_keys + chosen_parts[0][marked]] = True
     # A stable sort of small integers is a radix sort in numpy: ten times faster than of int64.
-    small = np.int16 if int(rank.max()) < 2**15 else np.int64
-    by_rank = has_candidates[np.argsort(rank[has_candidates].astype(small), kind="stable")]
-    # Rank-major, then radius, then key order: the windows of one rank are disjoint and increasing.
-    rank_bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))
-    first, stop = first[by_rank], stop[by_rank]
-    radius_of = by_rank // len(event_keys)
-    for rank_first, rank_stop in itertools.pairwise(rank_bounds.tolist()):
+    small = np.int16 if int(later_rank.max()) < 2**15 else np.int64
+    order = np.argsort(later_rank.astype(small), kind="stable")
+    later = later[order]
+    bounds = np.searchsorted(later_rank[order], np.arange(1, int(later_rank.max()) + 2))
+    for rank_first, rank_stop in itertools.pairwise(bounds.tolist()):
         if rank_first == rank_stop:
             continue
-        best = _window_minima(available, first[rank_first:rank_stop], stop[rank_first:rank_stop])
-        found = best < taken
-        radius_index = radius_of[rank_first:rank_stop][found]
-        chosen = by_priority[best[found]]
-        true_positive[radius_index, chosen] = True
-        available[radius_index * width + chosen] = taken
-    return true_positive
+        # The k-th events of all clusters and radii: disjoint windows, their elements gathered.
+        at_rank = later[rank_first:rank_stop]
+        lengths = stop[at_rank] - first[at_rank]
+        offsets = np.cumsum(lengths) - lengths
+        position = np.arange(int(lengths.sum())) + np.repeat(first[at_rank] - offsets, lengths)
+        radius_offset = (at_rank // count) * num_keys
+        values = np.where(is_taken[np.repeat(radius_offset, lengths) + position], taken, priority[position])
+        minima = np.minimum.reduceat(values, offsets)
+        hit = minima < taken
+        chosen = by_priority[minima[hit]]
+        is_taken[radius_offset[hit] + chosen] = True
+        radius_parts.append(at_rank[hit] // count)
+        chosen_parts.append(chosen)
+    return np.concatenate(radius_parts), np.concatenate(chosen_parts)
 
 
-def _window_minima(values: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """``[W]`` minimum of ``values[first[w]:stop[w]]`` per non-empty, disjoint, increasing window.
+def _range_minima(values: np.ndarray, first: np.ndarray, stop: np.ndarray, empty: int) -> np.ndarray:
+    """``[W]`` ``min(values[first:stop])`` of every window (``first <= stop``), ``empty`` for an empty one.
 
-    ``values`` has one element past the last window end (reduceat needs indices < length).
+    A sparse table: level k holds the minima of the runs of 2**k values, so that a window
+    is the minimum of two (overlapping) runs of the largest power of two in its length.
     """
     lengths = stop - first
-    total = int(lengths.sum())
-    if 4 * total >= len(values):
-        # Many windows (the first events of all clusters): one pass over all values,
-        # reduceat over [first0, stop0, first1, stop1, ...] keeps each minimum at even places.
-        return np.minimum.reduceat(values, np.stack([first, stop], axis=1).ravel())[::2]
-    # Few windows (later events of clusters): gather their elements only.
-    offsets = np.cumsum(lengths) - lengths
-    gathered = values[np.arange(total) + np.repeat(first - offsets, lengths)]
-    return np.minimum.reduceat(gathered, offsets)
+    longest = int(lengths.max()) if len(lengths) else 0
+    if longest == 0:
+        return np.full(len(first), empty, dtype=values.dtype)
+    levels = [values]
+    while 2 ** len(levels) <= longest:
+        span = 2 ** (len(levels) - 1)
+        levels.append(np.minimum(levels[-1][:-span], levels[-1][span:]))
+    # Where each level starts in the table; a sentinel before the first level and after the last.
+    starts = np.cumsum([1] + [len(level) for level in levels[:-1]])
+    table = np.concatenate([[empty], *levels, [empty]])
+    level = np.zeros(longest + 1, dtype=np.int64)  # floor(log2(n)) for n >= 1, in integers
+    for power in range(1, len(levels)):
+        level[2**power :] += 1
+    run_level = level[lengths]
+    left = starts[run_level] + first
+    minima = np.minimum(table[left], table[left + (lengths - (1 << run_level))])
+    # An empty window read its start and the element before (level 0, or a sentinel): replaced.
+    return np.where(lengths > 0, minima, empty)
 
 
 def _priorities(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -763,10 +786,13 @@ def _read_games(
     labels_root: Path, available: Mapping[str, Spots], games: list[str], workers: int
 ) -> tuple[dict[str, Annotations], dict[str, Spots]]:
     """Labels and predictions (none when missing) of ``games``, in ``workers`` processes."""
-    import multiprocessing
-
     workers = max(1, min(workers, len(games) // 4))  # a few games per process at least
-    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers > 1:
+        import multiprocessing  # only here: its import is 2% of a whole evaluation
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            workers = 1
+    if workers == 1:
         read = _read_some_games(labels_root, available, games)
     else:
         from concurrent.futures import ProcessPoolExecutor
