@@ -5,15 +5,18 @@ and only the later events rank by rank; these tests hold both parts to loops wri
 from the official rule, on clustered events with many tied scores. The command line's
 several metrics are also checked in test_several_metrics.py (in this process); here
 one ``python -m astra evaluate --metric tight,loose`` process, as the speed benchmark
-runs it, must print each metric's values as a run with that metric alone.
+runs it, must print each metric's values as a run with that metric alone; and the
+command loads numpy without OpenBLAS's threads, leaving the environment as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,3 +86,21 @@ def test_one_process_for_tight_and_loose_prints_each_as_alone(random_case: Calla
     for metric in ("tight", "loose"):
         alone = evaluate_files(case.labels_root, case.predictions_root, metric=metric).to_dict()
         assert printed[metric] == alone, metric
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_numpy_is_imported_with_one_blas_thread_and_the_environment_as_it_was() -> None:
+    # In a fresh interpreter (here numpy is imported already, and the helper does nothing).
+    script = (
+        "import os, sys\n"
+        "from astra.commands.evaluate import _import_numpy_with_one_blas_thread\n"
+        "before = dict(os.environ)\n"
+        "_import_numpy_with_one_blas_thread()\n"
+        "assert 'numpy' in sys.modules and dict(os.environ) == before\n"
+        "print(len(os.listdir('/proc/self/task')))\n"
+    )
+    environment = {name: value for name, value in os.environ.items() if name != "OPENBLAS_NUM_THREADS"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=environment
+    )
+    assert completed.stdout.strip() == "1"  # no OpenBLAS threads beside the main one
