@@ -21,6 +21,8 @@ NUMPY_SIDE = [
     "astra.ensemble.outputs",
     "astra.ensemble.build",
     "astra.ensemble.report",
+    "astra.protocols.statistics",
+    "astra.protocols.report",
 ]
 
 

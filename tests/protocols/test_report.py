@@ -75,17 +75,34 @@ def test_six_consistent_seeds_and_an_interval_above_zero_are_beyond_the_noise(tm
     assert table.height == 12 and table.schema["test_tight_per_class"] == pl.List(pl.Float64)
 
 
-def test_five_seeds_cannot_pass_the_sign_flip_test_and_the_report_says_so(tmp_path: Path) -> None:
+def test_five_seeds_that_all_agree_pass_at_the_sign_flip_floor_and_the_report_says_so(tmp_path: Path) -> None:
     records = [_record("base", s, 0.40) for s in range(5)] + [_record("m4", s, 0.45) for s in range(5)]
     scores = _scores(records, spread=0.001)
     comparison = compare(records, scores, "m4", "base")
     assert comparison is not None and comparison.p_value == pytest.approx(1 / 16)
-    assert comparison.interval[0] > 0 and comparison.within_noise
+    assert comparison.interval[0] > 0 and not comparison.within_noise
     report, _ = _write(tmp_path, records, scores, seeds=5)
     assert (
-        "within the noise, since the sign-flip p over 5 paired seeds is 0.0625 "
-        "(the smallest 5 pairs can give is 0.0625)" in report
+        "beyond the noise (p = 0.0625 over 5 paired seeds, the smallest 5 pairs can give: "
+        "every seed agrees in sign;" in report
     )
+
+
+def test_five_seeds_with_one_against_and_four_seeds_that_agree_are_within_the_noise(tmp_path: Path) -> None:
+    records = [_record("base", s, 0.40) for s in range(5)]
+    records += [_record("m4", s, 0.45 if s else 0.39) for s in range(5)]  # seed 0 below the base
+    scores = _scores(records, spread=0.001)
+    comparison = compare(records, scores, "m4", "base")
+    assert comparison is not None and comparison.p_value == pytest.approx(4 / 32)  # as observed, or seed 0 flipped, and both negated
+    assert comparison.within_noise
+    report, _ = _write(tmp_path, records, scores, seeds=5)
+    assert "within the noise, since the sign-flip p over 5 paired seeds is" in report
+
+    four = [_record("base", s, 0.40) for s in range(4)] + [_record("m4", s, 0.45) for s in range(4)]
+    comparison = compare(four, _scores(four, spread=0.001), "m4", "base")
+    assert comparison is not None and comparison.p_value == pytest.approx(2 / 16) and comparison.within_noise
+    report, _ = _write(tmp_path, four, _scores(four, spread=0.001), seeds=4)
+    assert "(the smallest 4 pairs can give is 0.1250)" in report
 
 
 def test_an_interval_holding_zero_is_within_the_noise_and_failed_runs_are_listed(tmp_path: Path) -> None:
