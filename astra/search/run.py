@@ -116,6 +116,12 @@ def make_plan(options: SearchOptions) -> Plan:
         )
     overrides = [*options.overrides, f"train.seed={options.seed}"]
     base = space.base_config(options.configs, overrides)
+    if space.asha.enabled and space.asha.grace_epochs > base.train.epochs:
+        raise SearchError(
+            f"train.epochs={base.train.epochs} is below the ASHA grace period of {space.path} "
+            f"(asha.grace_epochs: {space.asha.grace_epochs}): ASHA could stop no trial; give "
+            f"train.epochs={space.asha.grace_epochs} or more, or a space with asha.enabled: false"
+        )
     experiment = Path(options.experiment) if options.experiment else DEFAULT_EXPERIMENTS / space.name
     roots = None
     if options.data is not None:

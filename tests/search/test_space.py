@@ -121,3 +121,11 @@ def test_list_choices_travel_through_optuna_as_text_and_come_back(tmp_path: Path
 def test_quantised_values_come_back_on_their_grid(tmp_path: Path) -> None:
     space = load_space(_space(tmp_path, "  clips.class_radius_seconds: {quniform: [0.5, 2.0, 0.5]}\n"))
     assert space.parameters["clips.class_radius_seconds"].decode(1.5000000000000002) == 1.5
+
+
+def test_epochs_below_the_asha_grace_on_the_command_line_are_refused_before_ray_starts() -> None:
+    from astra.search.run import SearchError, SearchOptions, make_plan
+
+    with pytest.raises(SearchError, match=r"train.epochs=1 is below the ASHA grace period .*smoke.yaml"):
+        make_plan(SearchOptions(space="smoke", overrides=["train.epochs=1"]))
+    assert make_plan(SearchOptions(space="smoke", overrides=["train.epochs=2"])).base.train.epochs == 2
