@@ -184,6 +184,10 @@ def run_benchmark(
     outputs: dict[str, str] = {}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average before: {load:.2f}; {os.cpu_count()} CPUs; warm-up round, then {repeats} rounds")
+    if workers is None:
+        from astra.commands.evaluate import _idle_cores
+
+        print(f"astra evaluate reads with its default workers (one per idle core: {_idle_cores(4)} now)")
     for round_number in range(repeats + 1):
         # Interleaved, so that a busy moment of the machine hits all forms alike.
         for name, command in commands.items():
@@ -229,11 +233,12 @@ import sys, time
 marks = [("start", time.perf_counter())]
 def mark(name):
     marks.append((name, time.perf_counter()))
-import numpy
-mark("import numpy")
 from astra.cli import build_parser
 arguments = build_parser().parse_args(["evaluate", "--labels", sys.argv[1], "--predictions", sys.argv[2]])
 mark("import astra.cli, build every command's parser")
+from astra.commands.evaluate import _import_numpy_with_one_blas_thread
+_import_numpy_with_one_blas_thread()
+mark("import numpy (one OpenBLAS thread, as the command does)")
 from pathlib import Path
 from astra.evaluation import average_map
 from astra import submission
