@@ -2,8 +2,9 @@
 
 With no arguments: the smoke search (search_spaces/smoke.yaml) on the simulator's default dataset
 (written once into a cache folder), on a local Ray. On a cluster: `ray submit cluster/gpu.yaml
-run_search.py -- --space paper --data /shared/soccernet --experiment /shared/searches/paper`. Everything it writes is under
---experiment (default runs/search/<space>); re-running with the same folder continues the search.
+run_search.py -- --space paper --data /shared/soccernet --experiment /shared/searches/paper`.
+Everything it writes is under --experiment (default runs/search/<space>); re-running with the
+same folder continues the search.
 See search_spaces/README.md for the space files.
 """
 

@@ -83,7 +83,7 @@ class Comparison:
 
     @property
     def seeds_agree(self) -> bool:
-        """Whether the paired seeds tell the difference from noise: p < ALPHA, or at 5 pairs p at its floor."""
+        """Whether the paired seeds tell the difference from noise: p < ALPHA, or at 5 pairs its floor."""
         if self.p_value is None:
             return False
         floor = statistics.smallest_p_value(self.pairs)
@@ -363,11 +363,13 @@ def _verdict(c: Comparison, reference: str) -> str:
         )
     if not reasons:
         at_floor = (
-            f", the smallest {c.pairs} pairs can give: every seed agrees in sign" if c.p_value >= ALPHA else ""
+            f", the smallest {c.pairs} pairs can give: every seed agrees in sign"
+            if c.p_value >= ALPHA
+            else ""
         )
         return (
-            f"{head}: beyond the noise (p = {c.p_value:.4f} over {c.pairs} paired seeds{at_floor}; the interval "
-            f"over test games, [{100 * low:+.2f}, {100 * high:+.2f}], excludes 0)."
+            f"{head}: beyond the noise (p = {c.p_value:.4f} over {c.pairs} paired seeds{at_floor}; "
+            f"the interval over test games, [{100 * low:+.2f}, {100 * high:+.2f}], excludes 0)."
         )
     return f"{head}: within the noise, since " + " and ".join(reasons) + "."
 

@@ -216,7 +216,10 @@ class ClassWindows:
                     half, frames[mine], np.full(int(mine.sum()), class_index), detections.score[mine]
                 )
             )
-        predictions = {game: Spots.concatenate(parts) for game, parts in spots.items()}
+        # A game where this class has no detection at this window is scored as one (not "missing").
+        predictions = {
+            game: Spots.concatenate(spots[game]) if game in spots else Spots.empty() for game in self.games
+        }
         try:
             result = evaluate_spots(
                 self._labels_of_class[class_index], predictions, self.metric, allow_missing=True

@@ -93,7 +93,9 @@ def test_five_seeds_with_one_against_and_four_seeds_that_agree_are_within_the_no
     records += [_record("m4", s, 0.45 if s else 0.39) for s in range(5)]  # seed 0 below the base
     scores = _scores(records, spread=0.001)
     comparison = compare(records, scores, "m4", "base")
-    assert comparison is not None and comparison.p_value == pytest.approx(4 / 32)  # as observed, or seed 0 flipped, and both negated
+    assert comparison is not None and comparison.p_value == pytest.approx(
+        4 / 32
+    )  # as observed, or seed 0 flipped, and both negated
     assert comparison.within_noise
     report, _ = _write(tmp_path, records, scores, seeds=5)
     assert "within the noise, since the sign-flip p over 5 paired seeds is" in report

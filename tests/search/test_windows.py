@@ -115,3 +115,19 @@ def test_hard_nms_is_searched_as_such() -> None:
     problem = ClassWindows(labels, outputs, hard)
     per_class = [problem.ap(c, w) for c, w in enumerate(hard.nms_windows_seconds)]
     assert np.mean(per_class) == pytest.approx(score_outputs(labels, outputs, hard).a_mAP, abs=1e-12)
+
+
+def test_a_game_without_detections_of_a_class_scores_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    labels, outputs = _case(games=2)
+    quiet = next(iter(outputs))
+    outputs[quiet] = {
+        half: np.zeros_like(scores) for half, scores in outputs[quiet].items()
+    }  # no peak at all
+    problem = ClassWindows(labels, outputs, InferenceConfig())
+    with caplog.at_level("WARNING"):
+        aps = [problem.ap(c, 8.0) for c in range(NUM_CLASSES)]
+    assert not [r for r in caplog.records if "no predictions" in r.getMessage()]
+    whole = score_outputs(labels, outputs, replace_windows(InferenceConfig(), [8.0] * NUM_CLASSES))
+    np.testing.assert_allclose(aps, whole.a_mAP_per_class, atol=1e-12)
