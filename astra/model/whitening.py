@@ -17,10 +17,13 @@ combination of the maps), so it can sit at the start of the network.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from astra.data.dataset import non_finite_message
 
 # Eigenvalue floor relative to the mean eigenvalue of an embedding: directions with (almost)
 # no variance in the training split (dead units of a backbone) are not blown up.
@@ -108,7 +111,9 @@ def feature_statistics(
 
     When the arrays hold more than ``max_seconds`` rows in all, every k-th second of each
     is used (the same k for all), so that the sample spreads over every game. Accumulates
-    in float64, one chunk at a time: memory does not grow with the split.
+    in float64, one chunk at a time: memory does not grow with the split. A sampled second
+    that holds NaN or inf is refused with the file (a memmap's, else the array's index) and
+    the second, as ``astra check-data`` names it.
     """
     dims = tuple(int(d) for d in dims)
     total = sum(int(a.shape[0]) for a in feature_arrays)
@@ -119,11 +124,15 @@ def feature_statistics(
     count = 0
     sums = [np.zeros(d) for d in dims]
     grams = [np.zeros((d, d)) for d in dims]
-    for array in feature_arrays:
+    for index, array in enumerate(feature_arrays):
         if array.ndim != 2 or array.shape[1] != offsets[-1]:
             raise WhiteningError(f"features of shape {array.shape}, expected [seconds, {offsets[-1]}]")
         for start in range(0, array.shape[0], 4096 * step):
             chunk = np.asarray(array[start : start + 4096 * step : step], dtype=np.float64)
+            finite_rows = np.isfinite(chunk).all(axis=1)
+            if not finite_rows.all():
+                second = start + step * int(np.argmin(finite_rows))
+                raise WhiteningError(non_finite_message(_source(array, index), second))
             count += chunk.shape[0]
             for j in range(len(dims)):
                 part = chunk[:, offsets[j] : offsets[j + 1]]
@@ -132,3 +141,9 @@ def feature_statistics(
     means = [s / count for s in sums]
     covariances = [g / count - np.outer(m, m) for g, m in zip(grams, means, strict=True)]
     return means, covariances
+
+
+def _source(array: np.ndarray, index: int) -> Path | str:
+    """The file a features array was memory-mapped from, or its place among the arrays."""
+    filename = getattr(array, "filename", None)
+    return Path(filename) if filename else f"training features array {index}"

@@ -268,9 +268,17 @@ def test_check_data_names_the_file_and_second_of_a_nan(
     assert f"{paths[0]}: NaN or inf at second 45" in output  # the first problem of the game
 
 
-def test_train_names_the_file_and_second_of_a_nan(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "overrides",
+    [("model.use_audio=false",), ("model.use_audio=false", "model.feature_whitening=true")],
+    ids=["clips", "whitening-fit"],
+)
+def test_train_names_the_file_and_second_of_a_nan(
+    dataset: Path, capsys: pytest.CaptureFixture[str], overrides: tuple[str, ...]
+) -> None:
+    """Found where clips are read, or, with model.feature_whitening (configs/small.yaml), by its fit."""
     paths = _poison(dataset)
-    code, output = _train(capsys, dataset, "model.use_audio=false")
+    code, output = _train(capsys, dataset, *overrides)
     assert code == 2
     assert any(f"astra train: error: {path}: NaN or inf at second 45" in output for path in paths), output
     assert "Traceback" not in output

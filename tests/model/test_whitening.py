@@ -42,6 +42,20 @@ def test_a_large_split_is_sampled_every_k_seconds(tmp_path) -> None:
     np.testing.assert_allclose(covariances[0], np.cov(sample[:, :6].T, bias=True), rtol=1e-9, atol=1e-9)
 
 
+def test_a_non_finite_second_is_named_by_its_file_and_second(tmp_path) -> None:
+    clean = _correlated(50)
+    poisoned = _correlated(9000, seed=1)
+    poisoned[4510, 7] = np.inf  # a sampled second (every 10th of 9,050) of the second file
+    np.save(tmp_path / "1.npy", clean)
+    np.save(tmp_path / "2.npy", poisoned)
+    arrays = [np.load(tmp_path / name, mmap_mode="r") for name in ("1.npy", "2.npy")]
+    with pytest.raises(WhiteningError, match=rf"^{tmp_path / '2.npy'}: NaN or inf at second 4510$"):
+        feature_statistics(arrays, DIMS, max_seconds=1000)
+    clean[3, 0] = np.nan  # an array in memory has no file: its place is named
+    with pytest.raises(WhiteningError, match=r"^training features array 0: NaN or inf at second 3$"):
+        feature_statistics([clean], DIMS)
+
+
 def test_whitened_training_features_are_centred_and_uncorrelated_within_each_embedding() -> None:
     features = _correlated(5000)
     whitening = FeatureWhitening(DIMS)
