@@ -23,6 +23,7 @@ import numpy as np
 
 from astra.classes import FRAMES_PER_SECOND, NUM_CLASSES, PAPER_SOFT_NMS_WINDOWS_SECONDS
 from astra.config import BaselineConfig
+from astra.files import OutputPathError, check_output_folder
 from astra.postprocess.nms import detections_to_spots, soft_nms
 
 if TYPE_CHECKING:
@@ -91,11 +92,15 @@ def run_baseline(
     from astra.submission import write_submission
 
     config = config or BaselineConfig()
+    out_dir = Path(out_dir)
+    try:
+        check_output_folder(out_dir)  # before the fit: a file, under a file, or not writable
+    except OutputPathError as error:
+        raise BaselineError(str(error)) from None
     train_halves = load_split(roots, train_split, with_audio=False, require_labels=True, progress=False)
     probe = fit_probe(train_halves, config, progress=progress)
     halves = load_split(roots, split, with_audio=False, require_labels=False, progress=False)
     results = predict_spots(probe, halves, windows_seconds, progress=progress)
-    out_dir = Path(out_dir)
     write_submission(out_dir, results, zip_path=out_dir / PREDICTIONS_ZIP)
     log.info("baseline: %d games of split %r written to %s", len(results), split, out_dir)
     return results

@@ -1,11 +1,14 @@
-"""Atomic file writes: a file is either its old self or its complete new self, never half-written."""
+"""Atomic file writes: a file is either its old self or its complete new self, never half-written.
+
+And the check that an output path can be written, made before any work and creating nothing.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -52,3 +55,39 @@ def link_or_copy(source: str | Path, target: str | Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written; the message names it and says why."""
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> None:
+    """Refuse, creating nothing, an output folder that is a file, lies under a file or cannot be written.
+
+    The nearest folder that exists (``path`` itself, or the one it would be created in) must
+    take a file: it is probed with a temporary file that leaves no entry behind.
+    """
+    path = Path(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OutputPathError(f"{option} {path}: is a file, not a folder")
+    _check_nearest_folder(path, option, (path, *path.parents))
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> None:
+    """Refuse, creating nothing, an output file that is a folder, lies under a file or cannot be written."""
+    path = Path(path)
+    if os.path.isdir(path):
+        raise OutputPathError(f"{option} {path}: is a folder, not a file")
+    _check_nearest_folder(path, option, path.parents)
+
+
+def _check_nearest_folder(path: Path, option: str, candidates: Iterable[Path]) -> None:
+    existing = next((p for p in candidates if os.path.lexists(p)), Path.cwd())
+    if not os.path.isdir(existing):
+        raise OutputPathError(f"{option} {path}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        where = "there" if existing == path else f"in {existing}"
+        raise OutputPathError(f"{option} {path}: cannot write {where} ({error.strerror or error})") from None

@@ -27,7 +27,7 @@ import numpy as np
 
 from astra import per_position
 from astra.config import InferenceConfig
-from astra.files import atomic_write
+from astra.files import OutputPathError, atomic_write, check_output_folder
 from astra.postprocess.decode import decode_game
 from astra.submission import Spots, write_submission
 
@@ -121,14 +121,12 @@ def read_prediction(out_dir: str | Path) -> Prediction:
 
 
 def check_target(out_dir: Path, split: str, *, overwrite: bool) -> None:
-    """Refuse, before any work, an ``out_dir`` that cannot take a prediction of ``split``."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PredictionError(f"--out {out_dir}: is a file, not a folder")
-    for parent in out_dir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise PredictionError(f"--out {out_dir}: {parent} is a file, not a folder")
-            break
+    """Refuse, before any work, an ``out_dir`` that cannot take a prediction of ``split``: a file,
+    under a file, where nothing can be written, or holding another split's prediction."""
+    try:
+        check_output_folder(out_dir)
+    except OutputPathError as error:
+        raise PredictionError(str(error)) from None
     if overwrite or not out_dir.is_dir():
         return
     manifest = out_dir / MANIFEST_NAME

@@ -37,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from astra.classes import CLASSES
     from astra.config import InferenceConfig
+    from astra.files import check_output_file
     from astra.search.windows import read_split_outputs, search_windows, write_windows
 
+    check_output_file(args.out)  # before the search: a folder, under a file, or not writable
     labels, outputs = read_split_outputs(args.per_position, args.labels, args.split)
     search = search_windows(
         labels, outputs, InferenceConfig(nms=args.nms), metric=args.metric, method=args.method,

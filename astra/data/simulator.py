@@ -37,7 +37,7 @@ from astra.classes import CLASS_INDEX, CLASSES, NUM_CLASSES, PAPER_CLASS_COUNTS
 from astra.config import SimulatorConfig
 from astra.data.labels import LABELS_FILENAME, game_time
 from astra.data.splits import OFFICIAL_SPLITS, SPLITS_FILENAME
-from astra.files import atomic_write
+from astra.files import OutputPathError, atomic_write, check_output_folder
 from astra.layout import AUDIO_FRAMES_PER_SECOND, AUDIO_PATTERN, AUDIO_REFERENCE_POWER, FEATURES_PATTERN
 from astra.layout import NUM_MELS as MEL_BINS
 
@@ -122,8 +122,10 @@ def simulate(
 def ensure_empty_output(out_dir: str | Path, overwrite: bool) -> None:
     """Refuse a non-empty ``out_dir`` unless ``overwrite``: simulating must not mix with other data."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SimulatorError(f"{out_dir}: exists and is not a folder")
+    try:
+        check_output_folder(out_dir, "OUT")  # a file, under a file, or where nothing can be written
+    except OutputPathError as error:
+        raise SimulatorError(str(error)) from None
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise SimulatorError(f"{out_dir}: folder is not empty; choose another or pass --overwrite")
 

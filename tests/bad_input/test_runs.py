@@ -73,6 +73,41 @@ def test_an_unusable_out_is_refused_before_any_data_is_read(
     assert blocker.read_text() == "a file"
 
 
+# The other commands' outputs: refused with a sentence before any input is opened (the inputs
+# named here do not exist, so an output checked only after them would report them instead).
+OTHER_OUTPUTS = {
+    "synth": lambda missing, out: ["synth", str(out), "--games", "4", "--half-minutes", "1", "--no-audio",
+                                   "--quiet"],
+    "baseline": lambda missing, out: ["baseline", "--data", str(missing), "--split", "test", "--out",
+                                      str(out)],
+    "search-windows": lambda missing, out: ["search-windows", "--per-position", str(missing), "--labels",
+                                            str(missing), "--split", "valid", "--out", str(out)],
+    "predict": lambda missing, out: ["predict", "--checkpoint", str(missing / "best.pt"), "--data",
+                                     str(missing), "--split", "test", "--out", str(out)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file", "not writable"])
+@pytest.mark.parametrize("command", sorted(OTHER_OUTPUTS))
+def test_an_unusable_out_of_another_command_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, case: str
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    out = {"a file": blocker, "under a file": blocker / "out", "not writable": Path("/proc/astra-out")}[case]
+    if command == "search-windows":  # its --out is a file: the unusable one is a folder
+        out = {"a file": tmp_path, "under a file": blocker / "windows.yaml",
+               "not writable": Path("/proc/windows.yaml")}[case]  # fmt: skip
+    name = "OUT" if command == "synth" else "--out"
+    assert main(OTHER_OUTPUTS[command](tmp_path / "no-such-input", out)) == 2
+    error = capsys.readouterr().err
+    assert f"{name} {out}: " in error, error
+    assert re.search(r"is a (file|folder), not a (folder|file)|cannot write in /proc", error), error
+    assert "Traceback" not in error and "Errno" not in error
+    assert blocker.read_text() == "a file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
 def test_a_folder_of_another_model_size_is_refused_with_what_differs(
     trained: Path, tiny_dataset, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
