@@ -46,11 +46,17 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     roots = data_roots(args, config.data)
     if args.workers > 0:
+        from astra.training.loop import load_training_data
         from astra.training.ray_train import connect_ray, train_with_ray
         from astra.training.run_folder import RunFolder
 
+        # As fit does in one process: the folder is checked, then the data, and only then does the
+        # folder become this run's (run.json written, or with --restart the earlier run deleted);
+        # all of it before Ray starts.
         folder = RunFolder(args.out)
-        folder.claim(config, roots, restart=args.restart)  # refused here, before Ray starts
+        folder.check(config, roots, restart=args.restart)
+        load_training_data(config, roots)
+        folder.record(config, roots, restart=args.restart)
         connect_ray()
         result = train_with_ray(
             config, roots, args.out, num_workers=args.workers, use_gpu=args.gpu, name=args.name

@@ -108,6 +108,62 @@ def test_an_unusable_out_of_another_command_is_refused_before_any_work(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
 
 
+@pytest.mark.parametrize("restart", [False, True])
+def test_train_on_ray_workers_reads_the_data_before_the_folder_becomes_its_run(
+    tmp_path: Path,
+    make_tiny_dataset,
+    tiny_overrides: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    restart: bool,
+) -> None:
+    """``--workers 2`` on data missing a file: refused before run.json is written, before --restart
+    deletes the earlier run, and before Ray starts."""
+    from astra.training import ray_train
+
+    def no_ray(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started on data that cannot train")
+
+    monkeypatch.setattr(ray_train, "connect_ray", no_ray)
+    monkeypatch.setattr(ray_train, "train_with_ray", no_ray)
+    data = make_tiny_dataset(tmp_path / "data")
+    missing = data.root / data.splits["train"][0] / "2_baidu_soccer_embeddings.npy"
+    missing.unlink()
+    out = tmp_path / "run"
+    if restart:  # an earlier run that --restart would delete
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "checkpoints" / "last.pt").write_bytes(b"the earlier run")
+        (out / "run.json").write_text("{}")
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    extra = ("--workers", "2", *(("--restart",) if restart else ()))
+    assert _train(data.root, out, tiny=tiny_overrides, extra=extra) == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error, error
+    after = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_train_on_ray_workers_claims_the_folder_of_usable_data_before_ray_starts(
+    tmp_path: Path, tiny_dataset, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from astra.training import ray_train
+
+    out = tmp_path / "run"
+    started = []
+
+    def fake_train_with_ray(config: object, roots: object, out_dir: str, **kwargs: object) -> SimpleNamespace:
+        assert json.loads((Path(out_dir) / "run.json").read_text())["config"]["train"]["epochs"] == 1
+        started.append(kwargs["num_workers"])
+        return SimpleNamespace(metrics={"best_valid_tight_a_map": 0.5})
+
+    monkeypatch.setattr(ray_train, "connect_ray", lambda: "local")
+    monkeypatch.setattr(ray_train, "train_with_ray", fake_train_with_ray)
+    assert _train(tiny_dataset.root, out, tiny=tiny_overrides, extra=("--workers", "2")) == 0
+    assert started == [2]
+
+
 def test_a_folder_of_another_model_size_is_refused_with_what_differs(
     trained: Path, tiny_dataset, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
