@@ -100,12 +100,15 @@ class DataRoots:
         audio_root: str | Path | None = None,
     ) -> DataRoots:
         """The roots every command and the search use: labels under ``data``, features and audio
-        there too unless given apart, file names from ``config`` (``data.features_filename``, ...)."""
-        data = Path(data)
+        there too unless given apart, file names from ``config`` (``data.features_filename``, ...).
+
+        Relative paths are made absolute here: trials and Ray workers run in folders of their own.
+        """
+        data = Path(data).absolute()
         return cls(
             labels=data,
-            features=Path(features_root) if features_root is not None else data,
-            audio=Path(audio_root) if audio_root is not None else data,
+            features=Path(features_root).absolute() if features_root is not None else data,
+            audio=Path(audio_root).absolute() if audio_root is not None else data,
             features_pattern=config.features_filename,
             audio_pattern=config.audio_filename,
         )

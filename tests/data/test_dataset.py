@@ -410,3 +410,17 @@ def test_check_data_lists_every_problem(
     # With audio, every game lacks its audio files.
     assert _check_data("--data", str(tmp_path), "--split", "test") == 2
     assert "audio" in capsys.readouterr().out
+
+
+def test_roots_from_arguments_are_absolute_so_that_trials_in_other_folders_find_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from astra.config import DataConfig
+    from astra.data.dataset import DataRoots
+
+    monkeypatch.chdir(tmp_path)
+    roots = DataRoots.from_config("data", DataConfig(), audio_root="sound")
+    assert roots.labels == roots.features == tmp_path / "data"
+    assert roots.audio == tmp_path / "sound"
+    monkeypatch.chdir("/")  # a Ray Tune trial runs in its own folder
+    assert roots.labels_file("g").parent == tmp_path / "data" / "g"
