@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from astra.layout import AUDIO_FRAMES_PER_SECOND as MEL_FRAMES_PER_SECOND  # a 10-ms hop, as VGGish
+
 VGGISH_SAMPLE_RATE = 16000
-MEL_FRAMES_PER_SECOND = 100  # a 10-ms hop, as VGGish
 WINDOW_SECONDS = 0.025  # 25-ms analysis windows, as VGGish
 MEL_MIN_HZ = 125.0  # VGGish's mel band
 MEL_MAX_HZ = 7500.0
