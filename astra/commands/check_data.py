@@ -10,16 +10,22 @@ covering less than 90% of its half and labels more than 60 s past its end are
 problems (``astra.data.dataset`` says why). Exit status 0 when everything is clean,
 2 with the list of problems otherwise.
 
-Example:
+The data is named as for ``astra train``: ``--data`` (labels), ``--features-root`` and
+``--audio-root`` when they live apart, the file names from the config (``data.features_filename``,
+``data.audio_filename``) given by ``--config`` and ``section.key=value`` overrides.
+
+Examples:
     astra check-data --data /data/SoccerNet --split train valid
+    astra check-data --config configs/small.yaml --data D --features-root F --audio-root A
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from astra.commands.arguments import add_data_arguments, data_roots
 
 if TYPE_CHECKING:
     from astra.data.dataset import DataRoots
@@ -29,8 +35,10 @@ HELP = "scan a dataset for missing files, bad shapes, bad labels and NaN/inf"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", type=Path, required=True, help="dataset root: labels (and features and audio unless given)"
-    )
+        "--config", action="append", default=[], metavar="FILE",
+        help="YAML config (repeatable), as for astra train: its data.* file names and model.use_audio",
+    )  # fmt: skip
+    add_data_arguments(parser)
     parser.add_argument(
         "--split",
         nargs="+",
@@ -39,27 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="splits to check (default: those of <data>/splits.json, else train valid test challenge)",
     )
     parser.add_argument(
-        "--features-root", type=Path, default=None, help="visual features root (default: --data)"
+        "--no-audio", action="store_true", help="do not look for audio files (nor with model.use_audio=false)"
     )
-    parser.add_argument("--audio-root", type=Path, default=None, help="audio root (default: --data)")
     parser.add_argument(
-        "--features-pattern",
-        default=None,
-        help="feature file name per half, with {half} (default: {half}_baidu_soccer_embeddings.npy)",
+        "overrides", nargs="*", metavar="section.key=value", help="config overrides (before --split)"
     )
-    parser.add_argument("--no-audio", action="store_true", help="do not look for audio files")
 
 
 def run(args: argparse.Namespace) -> int:
-    from astra.data.dataset import FEATURES_PATTERN, DataRoots
+    from astra.config import ConfigError, load_config
     from astra.data.splits import OFFICIAL_SPLITS, SPLITS_FILENAME, read_splits_file
 
-    roots = DataRoots(
-        labels=args.data,
-        features=args.features_root or args.data,
-        audio=args.audio_root or args.data,
-        features_pattern=args.features_pattern or FEATURES_PATTERN,
-    )
+    misplaced = [name for name in args.split or () if "=" in name]
+    if misplaced:  # --split takes every word after it
+        raise ConfigError(
+            f"--split {misplaced[0]}: not a split name; put section.key=value overrides before --split"
+        )
+    config = load_config(args.config, args.overrides)
+    roots = data_roots(args, config.data)
+    with_audio = config.model.use_audio and not args.no_audio
     if args.split:
         splits = list(args.split)
     elif (args.data / SPLITS_FILENAME).is_file():
@@ -70,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
     problems: list[str] = []
     feature_dims: dict[int, str] = {}
     for split in splits:
-        report, split_problems = _check_split(
-            roots, split, with_audio=not args.no_audio, feature_dims=feature_dims
-        )
+        report, split_problems = _check_split(roots, split, with_audio=with_audio, feature_dims=feature_dims)
         print(report)
         problems.extend(split_problems)
     if len(feature_dims) > 1:
