@@ -301,6 +301,20 @@ class TrainConfig:
     clips_per_epoch: int = setting(0, ge=0)  # 0: every clip of one phase; >0 caps an epoch (small runs)
     loader_workers: int = setting(2, ge=0)  # data-loading processes per training worker
     seed: int = setting(0, ge=0)  # one seed fixes data order, initialisation and augmentation
+    # Speed switches (BENCHMARKS.md, "Epoch speed of the small preset"): each makes an epoch faster
+    # without changing what it computes (tests/training/test_speed_switches.py: the same weights
+    # after training, the same validation outputs). Off by default; configs/small.yaml turns them on.
+    # A run may resume with any of them changed.
+    # Keep the host memory that tensors free for the next ones (glibc's mallopt: no mmap per large
+    # buffer, no trimming), so that each step's buffers of tens of MB are not faulted in page by page
+    # afresh; for the rest of the training process. Linux with glibc only (an error says so elsewhere).
+    reuse_host_memory: bool = False
+    # The data loader turns each clip's mel power into the model's audio input (the front end's
+    # prepare, clip by clip; pooled, 32x smaller at 8 x 4) instead of the training step for the batch.
+    prepare_audio_in_loader: bool = False
+    # Validation pools each half's decibels once and takes the windows' audio inputs from it where
+    # no value of a window lies under its 80-dB floor (elsewhere the window's own pass, as in predict).
+    validation_audio_from_half: bool = False
 
     @property
     def learning_rate(self) -> float:

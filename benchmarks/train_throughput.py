@@ -1,8 +1,12 @@
 """Training throughput of the paper preset (clips per second), and where the time goes.
 
-One training step = forward, loss, backward and the Adam step, on random inputs of
-the paper's shapes (visual [B, 50, 8576], audio [B, 128, 5000] mel power), fp32 on
-the CPU, or on a GPU with --device cuda (bf16 autocast there unless --precision fp32).
+One training step as `fit` runs it (`astra.training.loop.train_step`): the audio turned into the
+model's input, the configured mixup (and its queue), forward, loss, backward, the Adam step, the
+schedule and the weight average, on random inputs of the paper's shapes (visual [B, 50, 8576],
+audio [B, 128, 5000] mel power), fp32 on the CPU, or on a GPU with --device cuda (bf16 autocast
+there unless --precision fp32). Where the config prepares the audio in the data loader
+(train.prepare_audio_in_loader), the timed step includes that preparation, clip by clip, as the
+loader does it: the figure is the work of one step of an epoch, data loading aside.
 
   .venv/bin/python benchmarks/train_throughput.py                 # visual-only, batch 8
   .venv/bin/python benchmarks/train_throughput.py --audio --batch-size 2
@@ -38,9 +42,10 @@ import torch
 
 from astra.classes import NUM_CLASSES
 from astra.config import ConfigError, load_config
-from astra.losses import total_loss
 from astra.model import build_model
 from astra.model.dropout import FastDropout, use_fast_dropout
+from astra.training.host_memory import reuse_freed_memory
+from astra.training.loop import Placement, TrainingSession, _autocast_dtype, train_step
 
 
 def main() -> None:
@@ -104,6 +109,8 @@ def main() -> None:
 
     config = load_config(args.config, [f"model.use_audio={str(args.audio).lower()}", *args.overrides])
     device = torch.device(args.device)
+    if config.train.reuse_host_memory:  # as fit does
+        reuse_freed_memory()
 
     def network(model_config):
         torch.manual_seed(0)
@@ -119,42 +126,43 @@ def main() -> None:
     audio = (
         torch.rand(batch, config.clips.mel_bins, config.clips.clip_seconds * 100, device=device)
         if args.audio
-        else None
+        else torch.zeros(batch, 0, device=device)  # what the loader gives without audio
     )
     classification = torch.zeros(batch, config.clips.num_outputs, NUM_CLASSES + 1, device=device)
     classification[..., 0] = 1
     classification[:, 40:50, 0], classification[:, 40:50, 9] = 0, 1
     displacement = torch.full_like(classification, float("nan"))
     displacement[:, 38:52, 9] = torch.arange(-7, 7, device=device, dtype=torch.float32)
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
-    autocast = torch.bfloat16 if bf16 else None
+    mode = {"fp32": "off", "bf16": "bf16"}.get(args.precision, config.train.mixed_precision)
+    if args.precision == "auto" and device.type == "cuda":
+        mode = "bf16"
+    autocast = _autocast_dtype(mode, device)
+    placement = Placement(
+        rank=0, world_size=1, device=device, autocast_dtype=autocast, batch_per_worker=batch
+    )
 
     def make_step(
         fused: bool,
         dropout: type[torch.nn.Dropout] = FastDropout,
         flush_denormal: bool = True,
         model: torch.nn.Module = model,
+        step_config=config,
     ):
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=1e-6, amsgrad=True, weight_decay=1e-5, fused=fused
-        )
+        # The trainer's session around this model: Adam (fused unless asked otherwise), the schedule,
+        # the weight average and the mixup of the config.
+        session = TrainingSession.around(model, step_config, placement, steps_per_epoch=100, fused_adam=fused)
+        in_loader = step_config.train.prepare_audio_in_loader and args.audio
 
         def step() -> None:
             torch.set_flush_denormal(flush_denormal)  # the trainer flushes them
             use_fast_dropout(model, dropout)
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                outputs = model(features, model.prepare_audio(audio if model.use_audio else None))
-            loss, _ = total_loss(
-                {k: v.float() for k, v in outputs.items()},
-                classification,
-                displacement,
-                config.loss,
-                config.clips,
-                uncertainty=config.model.displacement_head == "uncertainty",
-            )  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            clip_audio = audio
+            if in_loader:  # what the loader does, clip by clip
+                with torch.no_grad():
+                    clip_audio = torch.stack([model.prepare_audio(clip[None])[0] for clip in audio])
+            train_step(
+                session, step_config, features, clip_audio, classification, displacement, description="benchmark"
+            )
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
@@ -189,7 +197,7 @@ def main() -> None:
             parser.error("--compare-with: compare models on the same clips (clips.* overrides differ)")
         variants = {
             "configured": make_step(True),
-            " ".join(args.compare_with): make_step(True, model=network(other.model)),
+            " ".join(args.compare_with): make_step(True, model=network(other.model), step_config=other),
         }
     preset = " + ".join(args.config) or "paper preset"
     precision = "bf16 autocast" if autocast else "fp32"

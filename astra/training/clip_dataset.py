@@ -7,7 +7,7 @@ under every number of data-loading processes; items only slice memory maps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,21 +57,32 @@ def shard(plan: np.ndarray, rank: int, world_size: int, batch_size: int) -> np.n
 class ClipDataset(torch.utils.data.Dataset):
     """Item ``i`` of a plan: ``(features [T, D], audio [mels, T*100] or empty, class, displacement)``.
 
-    The targets are ``[L, C+1]`` each (NaN: no displacement target).
+    The targets are ``[L, C+1]`` each (NaN: no displacement target). With ``prepare_audio`` (the
+    model's ``prepare_audio``, ``train.prepare_audio_in_loader``) the audio is what it returns for
+    the clip, ``[*input_shape]``: the model's audio input, which the training step then skips
+    preparing. It is element-wise, per-clip maxima and pools of each clip: clip by clip, the same
+    values as for the batch.
     """
 
     def __init__(
-        self, halves: Sequence[Half], plan: np.ndarray, clips: ClipConfig, *, with_audio: bool
+        self,
+        halves: Sequence[Half],
+        plan: np.ndarray,
+        clips: ClipConfig,
+        *,
+        with_audio: bool,
+        prepare_audio: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.halves = halves
         self.plan = plan
         self.clips = clips
         self.with_audio = with_audio
+        self.prepare_audio = prepare_audio if with_audio else None
 
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | torch.Tensor, np.ndarray, np.ndarray]:
         half_index, start = self.plan[index]
         half = self.halves[int(half_index)]
         starts = np.array([start], dtype=np.int64)
@@ -84,5 +95,9 @@ class ClipDataset(torch.utils.data.Dataset):
             self.clips.class_radius_seconds,
             self.clips.displacement_radius_seconds,
         )
-        no_audio = np.zeros(0, dtype=np.float32)
-        return features[0], (audio[0] if audio is not None else no_audio), classification[0], displacement[0]
+        if audio is None:
+            return features[0], np.zeros(0, dtype=np.float32), classification[0], displacement[0]
+        if self.prepare_audio is not None:
+            with torch.no_grad():
+                return features[0], self.prepare_audio(torch.from_numpy(audio))[0], classification[0], displacement[0]
+        return features[0], audio[0], classification[0], displacement[0]

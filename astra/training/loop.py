@@ -39,8 +39,10 @@ from astra.model import AstraModel, build_model
 from astra.progress import progress as progress_bar
 from astra.training.checkpoint import load as load_checkpoint
 from astra.training.clip_dataset import ClipDataset, epoch_plan, shard
+from astra.training.host_memory import reuse_freed_memory
 from astra.training.run_folder import RunFolder
 from astra.training.schedule import warmup_cosine
+from astra.training.validation_audio import predict_half_pooled
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ def fit(
     resume_path = Path(resume_from) if resume_from else folder.last
     # Refused before any data loads: an unusable folder, another run's files.
     folder.check(config, roots, resume_path=resume_path, restart=restart)
+    if config.train.reuse_host_memory:  # refused here where the C library cannot (not glibc)
+        reuse_freed_memory()
     _seed_everything(config.train.seed + placement.rank)
     # Attention under a steep locality bias leaves weights like e^-90: denormal floats, which the
     # CPU handles many times slower. Flushed to zero, a small-preset step takes 0.137 s instead of
@@ -238,6 +242,24 @@ class TrainingSession:
                     "fitting the feature whitening on %d s of split %r", seconds, config.data.train_split
                 )
             core.visual_whitening.fit_features([h.features for h in train_halves])
+        return cls.around(core, config, placement, _steps_per_epoch(train_halves, config, placement))
+
+    @classmethod
+    def around(
+        cls,
+        core: AstraModel,
+        config: ExperimentConfig,
+        placement: Placement,
+        steps_per_epoch: int,
+        *,
+        fused_adam: bool = True,
+    ) -> TrainingSession:
+        """The session of model ``core`` (on ``placement.device``): DDP across workers, the optimizer,
+        the schedule over ``steps_per_epoch`` steps an epoch, the weight average, the mixup, the scaler.
+
+        ``fused_adam=False`` takes PyTorch's default Adam (a benchmark's comparison; the same update).
+        """
+        device = placement.device
         model: torch.nn.Module = core
         if placement.world_size > 1:
             # The model's buffers (whitening statistics, attention masks) are fixed: synced once when
@@ -254,9 +276,8 @@ class TrainingSession:
             amsgrad=True,
             # One fused kernel per step instead of PyTorch's default per-tensor loop on the CPU: the
             # same update; the paper preset's whole visual-only step 1.56x faster (BENCHMARKS.md).
-            fused=True,
+            fused=fused_adam,
         )
-        steps_per_epoch = _steps_per_epoch(train_halves, config, placement)
         scheduler = warmup_cosine(
             optimizer, config.train.warmup_epochs * steps_per_epoch, config.train.epochs * steps_per_epoch
         )
@@ -352,8 +373,9 @@ def train_epoch(
         placement.batch_per_worker,
     )
     session.model.train()
+    prepare_audio = session.core.prepare_audio if config.train.prepare_audio_in_loader else None
     loader = torch.utils.data.DataLoader(
-        ClipDataset(halves, plan, config.clips, with_audio=config.model.use_audio),
+        ClipDataset(halves, plan, config.clips, with_audio=config.model.use_audio, prepare_audio=prepare_audio),
         batch_size=placement.batch_per_worker,
         shuffle=False,  # the plan is already shuffled, per seed and epoch
         num_workers=config.train.loader_workers,
@@ -365,7 +387,7 @@ def train_epoch(
     part_totals: dict[str, float] = {}
     bar = progress_bar(loader, desc=description, unit="step", enabled=show_progress, leave=False)
     for features, audio, class_targets, displacement_targets in _unwrapped_errors(bar):
-        loss, parts = _train_step(
+        loss, parts = train_step(
             session, config, features.to(device, non_blocking=True), audio,
             class_targets.to(device, non_blocking=True), displacement_targets.to(device, non_blocking=True),
             description=description,
@@ -404,7 +426,7 @@ def _unwrapped_errors(batches: Any) -> Any:
         yield batch
 
 
-def _train_step(
+def train_step(
     session: TrainingSession,
     config: ExperimentConfig,
     features: torch.Tensor,
@@ -414,15 +436,21 @@ def _train_step(
     *,
     description: str,
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    """Mixup, forward, loss, backward, optimizer and schedule step, weight-average update."""
+    """Mixup, forward, loss, backward, optimizer and schedule step, weight-average update: one
+    training step as :func:`train_epoch` runs it on a batch from the loader (``audio`` the mel power,
+    or with ``train.prepare_audio_in_loader`` the prepared audio; benchmarks/train_throughput.py
+    times it). Returns the loss and its parts."""
     device = session.placement.device
     autocast_dtype = session.placement.autocast_dtype
     # Reference order: audio to log-mel, then mixup of features, audio and targets (and
     # the queue update), then the rest of the network. A model that pools its audio without
     # temporal augmentation pools before mixup (the same mix, 32x less to mix and queue at 8 x 4).
-    log_mel = (
-        session.core.prepare_audio(audio.to(device, non_blocking=True)) if config.model.use_audio else None
-    )
+    # With train.prepare_audio_in_loader the loader has prepared each clip's audio already.
+    log_mel = None
+    if config.model.use_audio:
+        log_mel = audio.to(device, non_blocking=True)
+        if not config.train.prepare_audio_in_loader:
+            log_mel = session.core.prepare_audio(log_mel)
     features, log_mel, class_targets, displacement_targets = session.mixup(
         features, log_mel, class_targets, displacement_targets
     )
@@ -470,10 +498,16 @@ def validate(
     rank, world_size = _rank_and_world()
     outputs: dict[int, np.ndarray] = {}
     for index in range(rank, len(halves), world_size):
-        outputs[index] = predict_half(
-            model, halves[index], config.clips, config.inference, with_audio=config.model.use_audio,
-            device=device, autocast_dtype=autocast_dtype,
-        )  # fmt: skip
+        if config.model.use_audio and config.train.validation_audio_from_half:
+            outputs[index] = predict_half_pooled(
+                model, halves[index], config.clips, config.inference, device=device,  # type: ignore[arg-type]
+                autocast_dtype=autocast_dtype,
+            )  # fmt: skip
+        else:
+            outputs[index] = predict_half(
+                model, halves[index], config.clips, config.inference, with_audio=config.model.use_audio,
+                device=device, autocast_dtype=autocast_dtype,
+            )  # fmt: skip
     if world_size > 1:
         gathered: list[dict[int, np.ndarray]] = [{} for _ in range(world_size)]
         dist.all_gather_object(gathered, outputs)

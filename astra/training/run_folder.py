@@ -12,8 +12,9 @@ Guarantees:
 
 - A folder belongs to one run. Resuming with another config, other data roots or other split
   lists is refused with what differs (``restart`` clears the folder and starts over). Only
-  ``train.epochs``, ``train.patience_epochs`` and ``train.loader_workers`` may change on
-  resume: they extend or stop a run without changing what it has done so far.
+  ``train.epochs``, ``train.patience_epochs``, ``train.loader_workers`` and the speed switches
+  (``RESUMABLE_CHANGES``) may change on resume: they extend or stop a run, or change how fast it
+  runs, without changing what it has done so far.
 - ``last.pt`` never claims a best checkpoint that is not on disk. An epoch that improves
   saves ``best.pt`` first (the previous one kept aside as a hard link), then ``last.pt``, then
   drops the previous one; a run killed anywhere in that sequence restarts from the last
@@ -49,7 +50,15 @@ IDENTITY_NAME = "run.json"
 CONFIG_NAME = "config.yaml"
 PREVIOUS_BEST = "best-previous.pt"
 # Settings that may change when a run resumes: they extend or end it, and change nothing it did.
-RESUMABLE_CHANGES: tuple[str, ...] = ("train.epochs", "train.patience_epochs", "train.loader_workers")
+RESUMABLE_CHANGES: tuple[str, ...] = (
+    "train.epochs",
+    "train.patience_epochs",
+    "train.loader_workers",
+    # Speed switches: how fast an epoch runs, not what it computes (astra/config.py, TrainConfig).
+    "train.reuse_host_memory",
+    "train.prepare_audio_in_loader",
+    "train.validation_audio_from_half",
+)
 
 
 class RunFolderError(ValueError):

@@ -1,0 +1,144 @@
+"""Validation's audio inputs pooled once per half (``train.validation_audio_from_half``).
+
+``astra.inference.predict_half`` cuts each window's decibels out of the half ``[B, 128, T * 100]``,
+floors them 80 dB under the window's maximum and pools them (``AudioFrontEnd.prepare_decibels``):
+windows overlap (50 s every 8 s: each frame lies in 6 of them), so every frame is copied, floored
+and pooled 6 times. Where no value of a window's pooled frames lies under its floor, the floor
+changes nothing, and the window's input is the pool of the half's decibels on the same tiles: one
+pool of the half (one per tile phase the window starts fall on: frame ``100 s`` lies on the pool's
+grid of ``p`` frames or ``100 s mod p`` past it) serves all of them. The other windows take the
+front end's own pass. ``predict_half_pooled`` is ``predict_half`` with these inputs: the same windows,
+the same batches, the same values (the average pool sums each tile in one fixed order, wherever the
+tile lies; tests/training/test_speed_switches.py checks the outputs against ``predict_half``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from astra.config import ClipConfig, InferenceConfig
+from astra.data.clips import inference_window_starts, slice_audio_frames, slice_clips
+from astra.data.dataset import AUDIO_FRAMES_PER_SECOND, Half
+from astra.inference import half_decibels, num_frames_of, predict_half
+from astra.model import AstraModel, AudioFrontEnd
+from astra.model.audio_frontend import DYNAMIC_RANGE_DB
+from astra.postprocess.aggregation import aggregate_windows
+
+
+def pools_from_half(model: AstraModel) -> bool:
+    """Whether the model's audio inputs can be taken from a pooled half: audio that is pooled in
+    ``prepare`` (``AudioFrontEnd.pools_early``)."""
+    frontend = model.audio_frontend
+    return frontend is not None and frontend.pools_early
+
+
+@torch.no_grad()
+def predict_half_pooled(
+    model: AstraModel,
+    half: Half,
+    clips: ClipConfig,
+    inference: InferenceConfig,
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """``predict_half(model, half, ..., with_audio=True)``, its audio inputs pooled once per half.
+
+    A model whose audio is not pooled in ``prepare`` goes to ``predict_half`` itself.
+    """
+    if not pools_from_half(model):
+        return predict_half(
+            model, half, clips, inference, with_audio=True, device=device, batch_size=batch_size,
+            autocast_dtype=autocast_dtype,
+        )  # fmt: skip
+    frontend = model.audio_frontend
+    assert frontend is not None
+    starts = inference_window_starts(half.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds))
+    inputs = WindowAudioInputs(
+        half_decibels(half, frontend), frontend, starts * AUDIO_FRAMES_PER_SECOND, device=device
+    )
+    class_scores: list[np.ndarray] = []
+    displacement: list[np.ndarray] = []
+    for first in range(0, len(starts), batch_size):
+        batch_starts = starts[first : first + batch_size]
+        features, _ = slice_clips(half, batch_starts, clips.clip_seconds, with_audio=False)
+        features_t = torch.from_numpy(features).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            audio = inputs.windows(first, first + len(batch_starts))
+            outputs = model(features_t, audio)
+        class_scores.append(outputs["class_scores"].float().cpu().numpy())
+        displacement.append(outputs["displacement"].float().cpu().numpy())
+    return aggregate_windows(
+        np.concatenate(class_scores),
+        np.concatenate(displacement),
+        starts,
+        num_frames_of(half),
+        outputs_per_second=clips.outputs_per_second,
+        score_threshold=inference.score_threshold,
+    )
+
+
+class WindowAudioInputs:
+    """The audio inputs ``[N, *frontend.input_shape]`` of windows starting at frames ``first_frames``
+    of a half whose decibels (before any floor) are ``decibels`` ``[mel_bins, usable frames]``.
+
+    Frames past the usable ones repeat the last, as ``slice_audio_frames`` pads them.
+    """
+
+    def __init__(
+        self, decibels: np.ndarray, frontend: AudioFrontEnd, first_frames: np.ndarray, *, device: torch.device
+    ) -> None:
+        if not frontend.pools_early:
+            raise ValueError("the front end does not pool in prepare: its windows need their own pass")
+        self.frontend = frontend
+        self.device = device
+        self.decibels = decibels
+        self.first_frames = np.asarray(first_frames, dtype=np.int64)
+        self.clip_frames = frontend.clip_frames
+        self.usable_frames = decibels.shape[1]
+        frames, bins = frontend.input_pool
+        self.pool_frames, self.pool_bins = frames, bins
+        self.used_frames = frontend.num_patches * frontend.patch_frames  # the frames the pool reads
+        self.tiles = self.used_frames // frames
+        # The half, padded to the last window's end with its last frame (a view where none is needed).
+        end = int(self.first_frames.max()) + self.clip_frames
+        extended = decibels
+        if end > self.usable_frames:
+            padding = np.broadcast_to(decibels[:, -1:], (decibels.shape[0], end - self.usable_frames))
+            extended = np.concatenate([decibels, padding], axis=1)
+        # Each window's floor and whether it binds: the floor is 80 dB under the maximum of the
+        # window's frames (all of them, as floor_dynamic_range takes it), in float32 as torch has it.
+        frame_max = extended.max(axis=0)
+        frame_min = extended.min(axis=0)
+        self.floor_binds = np.empty(len(self.first_frames), dtype=bool)
+        for index, first in enumerate(self.first_frames):
+            floor = np.float32(frame_max[first : first + self.clip_frames].max()) - np.float32(DYNAMIC_RANGE_DB)
+            self.floor_binds[index] = bool(frame_min[first : first + self.used_frames].min() < floor)
+        # One pool of the half per tile phase of the windows that take their input from it.
+        self.pooled: dict[int, torch.Tensor] = {}
+        half = torch.from_numpy(extended).to(device)
+        for phase in sorted({int(f) % frames for f in self.first_frames[~self.floor_binds]}):
+            tiles = (half.shape[1] - phase) // frames
+            grid = half[:, phase : phase + tiles * frames]
+            # [mel_bins / q, tiles]: AudioFrontEnd.pool's average over q mel bins x p frames.
+            self.pooled[phase] = nn.functional.avg_pool2d(grid[None, None], (bins, frames))[0, 0]
+
+    def windows(self, start: int, stop: int) -> torch.Tensor:
+        """The inputs of windows ``start .. stop - 1``, ``[stop - start, *input_shape]`` on the device."""
+        firsts = self.first_frames[start:stop]
+        binds = self.floor_binds[start:stop]
+        rows: list[torch.Tensor | None] = [None] * len(firsts)
+        for index, (first, bound) in enumerate(zip(firsts, binds, strict=True)):
+            if not bound:
+                phase = int(first) % self.pool_frames
+                tile = (int(first) - phase) // self.pool_frames
+                rows[index] = self.pooled[phase][:, tile : tile + self.tiles]
+        if binds.any():
+            own = slice_audio_frames(self.decibels, firsts[binds], self.clip_frames, self.usable_frames)
+            prepared = self.frontend.prepare_decibels(torch.from_numpy(own).to(self.device))
+            for index, row in zip(np.flatnonzero(binds), prepared, strict=True):
+                rows[index] = row
+        return torch.stack([row for row in rows if row is not None])
