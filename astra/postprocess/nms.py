@@ -20,7 +20,7 @@ the farthest offset a decay changes) is selected by the plain loop, with its cur
 score, before any frame within ``2 * reach``: before any selection whose decay could
 touch what its own decay touches. So every class is cut into blocks of ``2 * reach + 1``
 frames, and each step selects the maximum of every block that beats its two neighbouring
-blocks (ties to the earlier frame), in all classes of one reach at once; only the blocks
+blocks (ties to the earlier frame), in all classes of similar reaches at once; only the blocks
 that a decay touched get their maxima again. Every score sees the same multiplications
 in the same order as in the plain loop, so the result is identical to it, bit for bit
 (tests/postprocess/test_nms.py; test_nms_previous.py against the implementation with one
@@ -160,15 +160,19 @@ def _suppress(
     # Scores under the threshold can never be selected: zero them like dropped ones.
     values = np.where(scores >= threshold, scores, 0.0).T  # [C, F]
     present = values.any(axis=1)
+    # Classes whose blocks are of similar widths are selected together: one class's block
+    # serves for another's reach when it is no wider than twice that.
+    group = np.ceil(np.log2(2 * reach + 1)).astype(np.int64)
     kept_class: list[np.ndarray] = []
     kept_frame: list[np.ndarray] = []
     kept_score: list[np.ndarray] = []
-    # Classes of one reach are selected together (the blocks are as wide as the reach).
-    for class_reach in np.unique(reach[present]):
-        classes = np.flatnonzero(present & (reach == class_reach))
-        offsets = np.arange(-class_reach, class_reach + 1)
+    for number in np.unique(group[present]):
+        classes = np.flatnonzero(present & (group == number))
+        group_reach = int(reach[classes].max())
+        offsets = np.arange(-group_reach, group_reach + 1)
+        # Each class's own factors: 1 past its own reach.
         factors = np.stack([decay_factors(offsets, half_windows_frames[c], decay) for c in classes])
-        row, frame, score = _select(values[classes], factors, int(class_reach), threshold)
+        row, frame, score = _select(values[classes], factors, group_reach, threshold)
         kept_class.append(classes[row])
         kept_frame.append(frame)
         kept_score.append(score)
@@ -189,7 +193,7 @@ def _suppress(
 def _select(
     values: np.ndarray, factors: np.ndarray, reach: int, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The selection on ``[N, F]`` scores (0 where dropped) of classes whose decays reach ``reach`` frames.
+    """The selection on ``[N, F]`` scores (0 where dropped) of classes whose decays reach ``reach`` or less.
 
     ``factors``: ``[N, 2 * reach + 1]`` each row's decay factor at offsets ``-reach..reach``.
     Returns the row, the frame and the score of each selection, in no particular order.
@@ -224,7 +228,7 @@ def _select(
         kept_score.append(block_max[chosen])
         # The decays of selections two blocks apart or more change disjoint scores.
         touched = best[:, None] + window[None, :]
-        decayed = flat[touched] * factors[chosen // num_blocks]
+        decayed = flat[touched] * (factors[0] if num_rows == 1 else factors[chosen // num_blocks])
         flat[touched] = np.where(decayed >= threshold, decayed, 0.0)
         # The window [best - reach, best + reach] is one block long: it touches at most two.
         changed = np.concatenate([(best - reach) // block, (best + reach) // block])
