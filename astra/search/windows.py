@@ -138,8 +138,8 @@ def search_windows(
                 if window not in scores:
                     scores[window] = problem.ap(c, window)
         else:
-            scores.update(_optuna_class_search(problem, c, start[c], trials_per_class, low_seconds,
-                                               high_seconds, seed))  # fmt: skip
+            scores = _optuna_class_search(problem, c, start[c], trials_per_class, low_seconds,
+                                          high_seconds, seed, scores)  # fmt: skip
         evaluations += len(scores)
         # The starting window wins ties: a change must earn its place.
         best_window = max(scores, key=lambda w: (scores[w], w == start[c]))
@@ -280,11 +280,13 @@ def _optuna_class_search(
     low: float,
     high: float,
     seed: int,
+    known: Mapping[float, float],
 ) -> dict[float, float]:
+    """The windows TPE tried and their APs, with ``known`` (already evaluated: not again)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    scores: dict[float, float] = {}
+    scores = dict(known)
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed * 1000 + class_index)
     )
