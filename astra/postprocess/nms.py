@@ -157,28 +157,25 @@ def _suppress(
 
     # reach[c]: the farthest offset a decay of class c changes (|o| < h).
     reach = np.ceil(half_windows_frames).astype(np.int64) - 1
-    # Scores under the threshold can never be selected: zero them like dropped ones.
-    values = np.where(scores >= threshold, scores, 0.0).T  # [C, F]
-    present = values.any(axis=1)
     # Classes whose blocks are of similar widths are selected together: one class's block
     # serves for another's reach when it is no wider than twice that.
     group = np.ceil(np.log2(2 * reach + 1)).astype(np.int64)
     kept_class: list[np.ndarray] = []
     kept_frame: list[np.ndarray] = []
     kept_score: list[np.ndarray] = []
-    for number in np.unique(group[present]):
-        classes = np.flatnonzero(present & (group == number))
+    for number in np.unique(group):
+        classes = np.flatnonzero(group == number)
         group_reach = int(reach[classes].max())
         offsets = np.arange(-group_reach, group_reach + 1)
         # Each class's own factors: 1 past its own reach.
         factors = np.stack([decay_factors(offsets, half_windows_frames[c], decay) for c in classes])
-        row, frame, score = _select(values[classes], factors, group_reach, threshold)
+        row, frame, score = _select(scores, classes, factors, group_reach, threshold)
         kept_class.append(classes[row])
         kept_frame.append(frame)
         kept_score.append(score)
-    if not kept_class:
-        return _empty_detections()
     frames = np.concatenate(kept_frame)
+    if frames.size == 0:
+        return _empty_detections()
     classes = np.concatenate(kept_class)
     kept_scores = np.concatenate(kept_score)
     # Selection scores never increase, and ties go to the earlier frame: this order is the selection order.
@@ -191,39 +188,40 @@ def _suppress(
 
 
 def _select(
-    values: np.ndarray, factors: np.ndarray, reach: int, threshold: float
+    scores: np.ndarray, classes: np.ndarray, factors: np.ndarray, reach: int, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The selection on ``[N, F]`` scores (0 where dropped) of classes whose decays reach ``reach`` or less.
+    """The selection on the ``classes`` of ``[F, C]`` scores, whose decays reach ``reach`` or less.
 
-    ``factors``: ``[N, 2 * reach + 1]`` each row's decay factor at offsets ``-reach..reach``.
-    Returns the row, the frame and the score of each selection, in no particular order.
+    ``factors``: ``[N, 2 * reach + 1]`` each class's decay factor at offsets ``-reach..reach``.
+    Returns the row (in ``classes``), the frame and the score of each selection, in no order.
     """
-    if reach == 0:
-        # A decay changes only the maximum itself (to 0): every score is selected as it is.
-        row, frame = np.nonzero(values)
-        return row, frame, values[row, frame]
     block = 2 * reach + 1
-    num_rows, num_frames = values.shape
+    num_rows, num_frames = classes.size, scores.shape[0]
     # One empty block at each end of a row: every block has two neighbours, no decay leaves the row.
     num_blocks = -(-num_frames // block) + 2
     width = num_blocks * block
     padded = np.zeros((num_rows, width), dtype=np.float64)
-    padded[:, block : block + num_frames] = values
+    padded[:, block : block + num_frames] = scores[:, classes].T
+    # Scores under the threshold can never be selected: zero them like dropped ones (in float64,
+    # as the decays compare them).
+    padded[padded < threshold] = 0.0
     flat = padded.reshape(-1)
+    if reach == 0:
+        # A decay changes only the maximum itself (to 0): every score is selected as it is.
+        best = np.flatnonzero(flat)
+        return best // width, best % width - block, flat[best]
     blocks = padded.reshape(-1, block)  # [N * B, block], views of the same scores
     best_in_block = blocks.argmax(axis=1)  # the earliest maximum of each block
     block_max = blocks[np.arange(blocks.shape[0]), best_in_block]
     live = np.flatnonzero(block_max)  # blocks holding a score to select (never a row's end blocks)
     window = np.arange(-reach, reach + 1)
-    kept_block: list[np.ndarray] = []
-    kept_column: list[np.ndarray] = []
-    kept_score: list[np.ndarray] = []
+    kept_column: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    kept_score: list[np.ndarray] = [np.zeros(0, dtype=np.float64)]
     while live.size:
         score = block_max[live]
         # A block's maximum is selected when it beats the block before and is not beaten by the next.
         chosen = live[(score > block_max[live - 1]) & (score >= block_max[live + 1])]
         best = chosen * block + best_in_block[chosen]  # flat index of the selected scores
-        kept_block.append(chosen)
         kept_column.append(best)
         kept_score.append(block_max[chosen])
         # The decays of selections two blocks apart or more change disjoint scores.
@@ -237,9 +235,8 @@ def _select(
         block_max[changed] = flat[changed * block + first]
         live = live[block_max[live] > 0]
 
-    chosen = np.concatenate(kept_block)
     best = np.concatenate(kept_column)
-    return chosen // num_blocks, best % width - block, np.concatenate(kept_score)
+    return best // width, best % width - block, np.concatenate(kept_score)
 
 
 def _checked_scores(per_position: np.ndarray) -> np.ndarray:
@@ -248,8 +245,7 @@ def _checked_scores(per_position: np.ndarray) -> np.ndarray:
         raise NMSError(f"per-position outputs must be [num_frames, classes], got shape {scores.shape}")
     if not np.issubdtype(scores.dtype, np.floating):
         raise NMSError(f"per-position outputs must be floating-point scores, got {scores.dtype}")
-    scores = scores.astype(np.float64)
-    if not np.all(np.isfinite(scores)):
+    if not np.isfinite(scores).all():
         raise NMSError("per-position outputs hold NaN or infinite scores")
     return scores
 
