@@ -202,6 +202,10 @@ def _select(
     width = num_blocks * block
     padded = np.zeros((num_rows, width), dtype=np.float64)
     padded[:, block : block + num_frames] = scores[:, classes].T
+    # Checked here, on the copy: a class's column of [F, C] scores is read once (strided, it
+    # costs as much as reading all the classes).
+    if not np.isfinite(padded).all():
+        raise NMSError("per-position outputs hold NaN or infinite scores")
     # Scores under the threshold can never be selected: zero them like dropped ones (in float64,
     # as the decays compare them).
     padded[padded < threshold] = 0.0
@@ -245,9 +249,7 @@ def _checked_scores(per_position: np.ndarray) -> np.ndarray:
         raise NMSError(f"per-position outputs must be [num_frames, classes], got shape {scores.shape}")
     if not np.issubdtype(scores.dtype, np.floating):
         raise NMSError(f"per-position outputs must be floating-point scores, got {scores.dtype}")
-    if not np.isfinite(scores).all():
-        raise NMSError("per-position outputs hold NaN or infinite scores")
-    return scores
+    return scores  # finiteness is checked in _select, on the copy it makes of every class
 
 
 def _half_windows_frames(
