@@ -13,7 +13,7 @@ validation), and the wall time from the start of `fit` to the end of the last ti
 
   .venv/bin/python benchmarks/epoch_speed.py --rounds 5            # one thread per run, as search trials
   .venv/bin/python benchmarks/epoch_speed.py --baseline d45bb6e --candidate HEAD --rounds 3 --epochs 2
-  .venv/bin/python benchmarks/epoch_speed.py --rounds 3 train.reuse_host_memory=false   # overrides: candidate only
+  .venv/bin/python benchmarks/epoch_speed.py --rounds 3 train.reuse_host_memory=false  # candidate's overrides
 
 Each side also prints its epochs' training loss and validation a-mAP: switches that change only
 the speed leave them equal.
@@ -68,7 +68,9 @@ print("RESULT " + json.dumps({"epochs": seen, "wall": wall, "threads": torch.get
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--baseline", default="HEAD", help="the commit to compare with (default: HEAD)")
     parser.add_argument("--candidate", help="the commit to measure against it (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of one run per side (default 3)")
@@ -79,12 +81,16 @@ def main() -> None:
         "cpus_per_worker: 1)",
     )  # fmt: skip
     parser.add_argument("--config", default="configs/small.yaml", help="preset, relative to each checkout")
-    parser.add_argument("--data", help="dataset root (default: the simulator's default dataset, as run_search.py)")
+    parser.add_argument(
+        "--data", help="dataset root (default: the simulator's default dataset, as run_search.py)"
+    )
     parser.add_argument(
         "--baseline-override", action="append", default=[], metavar="section.key=value",
         help="config overrides of the baseline side (repeatable)",
     )  # fmt: skip
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides of the candidate side")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="overrides of the candidate side"
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.epochs < 1:
         parser.error("--rounds and --epochs must be >= 1")
@@ -101,7 +107,10 @@ def main() -> None:
         baseline = _export(commit, Path(scratch) / "baseline")
         if args.candidate:
             candidate_commit = _short(args.candidate)
-            candidate, candidate_name = _export(candidate_commit, Path(scratch) / "candidate"), candidate_commit
+            candidate, candidate_name = (
+                _export(candidate_commit, Path(scratch) / "candidate"),
+                candidate_commit,
+            )
         else:
             dirty = subprocess.run(
                 ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
@@ -112,9 +121,10 @@ def main() -> None:
             f"baseline {commit}": (baseline, args.baseline_override),
             f"candidate {candidate_name}": (candidate, args.overrides),
         }
-        print(f"{args.config} on {data}, {args.epochs} epoch(s) per run, {args.rounds} round(s), "
-              f"{os.cpu_count()} CPUs, {Path('/proc/loadavg').read_text().split()[0] if Path('/proc/loadavg').exists() else '?'} "
-              "load average at the start")  # fmt: skip
+        print(
+            f"{args.config} on {data}, {args.epochs} epoch(s) per run, {args.rounds} round(s), "
+            f"{args.threads} thread(s), {os.cpu_count()} CPUs, load average {_load()} at the start"
+        )
         results: dict[str, list[dict]] = {name: [] for name in sides}
         names = list(sides)
         for round_ in range(args.rounds):
@@ -124,22 +134,47 @@ def main() -> None:
                 result = _run(checkout, data, args.epochs, args.threads, args.config, overrides)
                 results[name].append(result)
                 seconds = " ".join(f"{e['epoch_seconds']:6.2f}" for e in result["epochs"])
-                load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-                print(f"round {round_ + 1} {name:>32}: epoch seconds {seconds}   wall {result['wall']:6.2f} s  "
-                      f"({result['threads']} threads, torch {result['torch']}, load {load})", flush=True)  # fmt: skip
+                where = f"{result['threads']} thread(s), torch {result['torch']}, load {_load()}"
+                print(
+                    f"round {round_ + 1} {name:>26}: epoch seconds {seconds}   wall {result['wall']:6.2f} s  "
+                    f"({where})",
+                    flush=True,
+                )
     print()
     for name in names:
-        first = [r["epochs"][0] for r in results[name]]
-        print(f"{name:>32}: train loss {first[0]['train_loss']:.6f}, valid tight a-mAP "
-              f"{first[0]['valid_tight_a_map']:.6f} (epoch 1)")  # fmt: skip
+        epochs = results[name][0]["epochs"]
+        losses = ", ".join(f"{e['train_loss']:.6f}" for e in epochs)
+        scores = ", ".join(f"{e['valid_tight_a_map']:.6f}" for e in epochs)
+        print(f"{name:>26}: train loss {losses}; valid tight a-mAP {scores} (round 1, by epoch)")
+    for epoch in range(args.epochs):
+        base, cand = (
+            statistics.median(r["epochs"][epoch]["epoch_seconds"] for r in results[n]) for n in names
+        )
+        print(
+            f"epoch {epoch + 1}: median {base:.2f} s (baseline), {cand:.2f} s (candidate), "
+            f"ratio {base / cand:.2f}x"
+        )
     per_round = []
     for index in range(args.rounds):
-        base, work = (sum(e["epoch_seconds"] for e in results[n][index]["epochs"]) for n in names)
-        per_round.append(base / work)
-    medians = [statistics.median(sum(e["epoch_seconds"] for e in r["epochs"]) / args.epochs for r in results[n]) for n in names]
-    print(f"per-round ratio baseline / candidate: {' '.join(f'{r:.2f}' for r in per_round)}")
-    print(f"median seconds per epoch: baseline {medians[0]:.2f}, candidate {medians[1]:.2f}; "
-          f"ratio {medians[0] / medians[1]:.2f}x (per-round {min(per_round):.2f}x to {max(per_round):.2f}x)")
+        base, cand = (sum(e["epoch_seconds"] for e in results[n][index]["epochs"]) for n in names)
+        per_round.append(base / cand)
+    totals = [
+        statistics.median(sum(e["epoch_seconds"] for e in r["epochs"]) for r in results[n]) for n in names
+    ]
+    print(
+        f"per-round ratio baseline / candidate, all timed epochs: {' '.join(f'{r:.2f}' for r in per_round)}"
+    )
+    print(
+        f"median seconds per epoch: baseline {totals[0] / args.epochs:.2f}, candidate "
+        f"{totals[1] / args.epochs:.2f}; ratio {totals[0] / totals[1]:.2f}x "
+        f"(per round {min(per_round):.2f}x to {max(per_round):.2f}x)"
+    )
+
+
+def _load() -> str:
+    """The 1-minute load average (``?`` where /proc has none)."""
+    path = Path("/proc/loadavg")
+    return path.read_text().split()[0] if path.exists() else "?"
 
 
 def _short(revision: str) -> str:
@@ -167,7 +202,7 @@ def _run(checkout: Path, data: Path, epochs: int, threads: int, config: str, ove
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:
         sys.exit(f"the run in {checkout} failed:\n{completed.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 if __name__ == "__main__":

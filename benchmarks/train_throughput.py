@@ -161,7 +161,13 @@ def main() -> None:
                 with torch.no_grad():
                     clip_audio = torch.stack([model.prepare_audio(clip[None])[0] for clip in audio])
             train_step(
-                session, step_config, features, clip_audio, classification, displacement, description="benchmark"
+                session,
+                step_config,
+                features,
+                clip_audio,
+                classification,
+                displacement,
+                description="benchmark",
             )
             if device.type == "cuda":
                 torch.cuda.synchronize()

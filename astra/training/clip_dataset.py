@@ -99,5 +99,10 @@ class ClipDataset(torch.utils.data.Dataset):
             return features[0], np.zeros(0, dtype=np.float32), classification[0], displacement[0]
         if self.prepare_audio is not None:
             with torch.no_grad():
-                return features[0], self.prepare_audio(torch.from_numpy(audio))[0], classification[0], displacement[0]
+                return (
+                    features[0],
+                    self.prepare_audio(torch.from_numpy(audio))[0],
+                    classification[0],
+                    displacement[0],
+                )
         return features[0], audio[0], classification[0], displacement[0]

@@ -43,7 +43,9 @@ def reuse_freed_memory() -> None:
                 "set train.reuse_host_memory=false"
             )
     _applied = True
-    log.info("freed host memory is kept for reuse (mmap and trim thresholds at %d MiB)", THRESHOLD_BYTES >> 20)
+    log.info(
+        "freed host memory is kept for reuse (mmap and trim thresholds at %d MiB)", THRESHOLD_BYTES >> 20
+    )
 
 
 def _mallopt():  # type: ignore[no-untyped-def]

@@ -375,7 +375,9 @@ def train_epoch(
     session.model.train()
     prepare_audio = session.core.prepare_audio if config.train.prepare_audio_in_loader else None
     loader = torch.utils.data.DataLoader(
-        ClipDataset(halves, plan, config.clips, with_audio=config.model.use_audio, prepare_audio=prepare_audio),
+        ClipDataset(
+            halves, plan, config.clips, with_audio=config.model.use_audio, prepare_audio=prepare_audio
+        ),
         batch_size=placement.batch_per_worker,
         shuffle=False,  # the plan is already shuffled, per seed and epoch
         num_workers=config.train.loader_workers,

@@ -56,7 +56,9 @@ def predict_half_pooled(
         )  # fmt: skip
     frontend = model.audio_frontend
     assert frontend is not None
-    starts = inference_window_starts(half.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds))
+    starts = inference_window_starts(
+        half.num_seconds, clips.clip_seconds, int(clips.inference_stride_seconds)
+    )
     inputs = WindowAudioInputs(
         half_decibels(half, frontend), frontend, starts * AUDIO_FRAMES_PER_SECOND, device=device
     )
@@ -115,7 +117,9 @@ class WindowAudioInputs:
         frame_min = extended.min(axis=0)
         self.floor_binds = np.empty(len(self.first_frames), dtype=bool)
         for index, first in enumerate(self.first_frames):
-            floor = np.float32(frame_max[first : first + self.clip_frames].max()) - np.float32(DYNAMIC_RANGE_DB)
+            floor = np.float32(frame_max[first : first + self.clip_frames].max()) - np.float32(
+                DYNAMIC_RANGE_DB
+            )
             self.floor_binds[index] = bool(frame_min[first : first + self.used_frames].min() < floor)
         # One pool of the half per tile phase of the windows that take their input from it.
         self.pooled: dict[int, torch.Tensor] = {}

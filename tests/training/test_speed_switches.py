@@ -68,7 +68,9 @@ def test_the_switches_train_the_same_weights_and_report_the_same_metrics(
     for name, switches in (("plain", []), ("switched", [f"train.{s}=true" for s in SWITCHES])):
         reports: list[dict[str, float]] = []
         config = tiny_config(*POOLED_AUDIO, *switches)
-        fit(config, roots, tmp_path / name, reporter=lambda m, _: reports.append(m), progress=False)
+        fit(
+            config, roots, tmp_path / name, reporter=lambda m, _, seen=reports: seen.append(m), progress=False
+        )
         saved = checkpoint.load(tmp_path / name / "checkpoints" / "last.pt")
         runs[name] = (reports, saved)
     assert calls == [True]
@@ -85,7 +87,9 @@ def test_the_switches_train_the_same_weights_and_report_the_same_metrics(
 
 def test_clips_prepared_in_the_loader_are_the_batch_prepared(tiny_dataset, tiny_config) -> None:
     config = tiny_config(*POOLED_AUDIO)
-    halves = load_split(DataRoots.single(tiny_dataset.root), "train", with_audio=True, require_labels=True, progress=False)
+    halves = load_split(
+        DataRoots.single(tiny_dataset.root), "train", with_audio=True, require_labels=True, progress=False
+    )
     model = build_model(config.model, config.clips, load_pretrained=False)
     plan = epoch_plan(halves, config.clips, seed=0, epoch=0)
     raw = ClipDataset(halves, plan, config.clips, with_audio=True)
@@ -101,7 +105,9 @@ def test_clips_prepared_in_the_loader_are_the_batch_prepared(tiny_dataset, tiny_
 
 def test_validation_audio_from_the_half_gives_predict_halfs_outputs(tiny_dataset, tiny_config) -> None:
     config = tiny_config(*POOLED_AUDIO)
-    halves = load_split(DataRoots.single(tiny_dataset.root), "valid", with_audio=True, require_labels=True, progress=False)
+    halves = load_split(
+        DataRoots.single(tiny_dataset.root), "valid", with_audio=True, require_labels=True, progress=False
+    )
     torch.manual_seed(0)
     model = build_model(config.model, config.clips, load_pretrained=False)
     dims = config.model.visual_dims
