@@ -18,8 +18,6 @@ import argparse
 import logging
 import sys
 
-from astra.ensemble.build import EnsembleError, EnsembleOptions, build_ensemble
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -51,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bags and the window search")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     args = parser.parse_args(argv)
+    # After the arguments, so that --help answers wherever the script is run from.
+    from astra.ensemble.build import EnsembleError, EnsembleOptions, build_ensemble
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
