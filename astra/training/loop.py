@@ -110,11 +110,15 @@ def fit(
     # 0.244 s on one thread (BENCHMARKS.md); nothing above 1e-38 changes.
     torch.set_flush_denormal(True)
 
+    # A restart clears the folder: a checkpoint inside it is not resumed from.
+    resumes = resume_path.is_file() and not (
+        restart and resume_path.resolve().is_relative_to(folder.root.resolve())
+    )
     train_halves, valid_halves = load_training_data(config, roots)
-    if placement.is_main:  # the data is usable: the folder becomes this run's
+    session = TrainingSession.build(config, train_halves, placement, resume=resumes)
+    if placement.is_main:  # the data is usable (read, whitening fitted): the folder becomes this run's
         folder.record(config, roots, resume_path=resume_path, restart=restart)
-    session = TrainingSession.build(config, train_halves, placement, resume=resume_path.is_file())
-    if resume_path.is_file():
+    if resumes:
         session.load_state_dict(load_checkpoint(resume_path, map_location="cpu"), source=resume_path)
         log.info("resumed from %s after epoch %d", resume_path, session.record.epoch + 1)
     writer = _tensorboard_writer(folder.root) if placement.is_main else None

@@ -22,6 +22,7 @@ from astra.cli import main
 from astra.data.dataset import MIN_AUDIO_COVERAGE, PAST_END_TOLERANCE_SECONDS
 from astra.data.splits import official_games
 from astra.submission import Spots, write_submission
+from astra.training.run_folder import CONFIG_NAME, IDENTITY_NAME
 
 HALF_SECONDS = (69, 64)
 # Training as small as the tiny config of tests/training, for one epoch.
@@ -81,14 +82,20 @@ def _run(capsys: pytest.CaptureFixture[str], dataset: Path, *argv: str) -> tuple
     return code, captured.out + captured.err
 
 
-def _train(capsys: pytest.CaptureFixture[str], dataset: Path, *overrides: str) -> tuple[int, str]:
-    """Run ``astra train``; checks that it writes no checkpoint and nothing under ``dataset``."""
+def _train(
+    capsys: pytest.CaptureFixture[str], dataset: Path, *overrides: str, in_training: bool = False
+) -> tuple[int, str]:
+    """Run ``astra train``; checks that it writes nothing under ``dataset`` and does not claim ``out``
+    (no checkpoint; no run record either unless the problem is ``in_training``, found by the first
+    epoch's reads: the next run into it starts clean)."""
     out = dataset.parent / "run"
     before = _files(dataset)
     code = main(["train", "--data", str(dataset), "--out", str(out), *TINY_TRAINING, *overrides])
     captured = capsys.readouterr()
     assert _files(dataset) == before
     assert not list(out.rglob("*.pt")), "train wrote a checkpoint"
+    if not in_training:
+        assert not (out / IDENTITY_NAME).exists() and not (out / CONFIG_NAME).exists(), "train claimed --out"
     return code, captured.out + captured.err
 
 
@@ -278,7 +285,9 @@ def test_train_names_the_file_and_second_of_a_nan(
 ) -> None:
     """Found where clips are read, or, with model.feature_whitening (configs/small.yaml), by its fit."""
     paths = _poison(dataset)
-    code, output = _train(capsys, dataset, *overrides)
+    code, output = _train(
+        capsys, dataset, *overrides, in_training="model.feature_whitening=true" not in overrides
+    )
     assert code == 2
     assert any(f"astra train: error: {path}: NaN or inf at second 45" in output for path in paths), output
     assert "Traceback" not in output
