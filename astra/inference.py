@@ -11,7 +11,7 @@ and ``astra.evaluation.score_outputs``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +132,42 @@ def predict_half(
     frontend = model.audio_frontend if with_audio else None
     if with_audio and frontend is None:
         raise ValueError("with_audio: this model was built without audio (model.use_audio: false)")
-    decibels = half_decibels(half, frontend) if frontend is not None else None
+    if frontend is None:
+        return predict_windows(
+            model, half, clips, inference, starts, lambda first, stop: None,
+            device=device, batch_size=batch_size, autocast_dtype=autocast_dtype,
+        )  # fmt: skip
+    decibels = half_decibels(half, frontend)
     window_frames = clips.clip_seconds * AUDIO_FRAMES_PER_SECOND
+
+    def audio_of(first: int, stop: int) -> torch.Tensor:
+        window_db = slice_audio_frames(
+            decibels, starts[first:stop] * AUDIO_FRAMES_PER_SECOND, window_frames, decibels.shape[1]
+        )
+        return frontend.prepare_decibels(torch.from_numpy(window_db).to(device))
+
+    return predict_windows(
+        model, half, clips, inference, starts, audio_of,
+        device=device, batch_size=batch_size, autocast_dtype=autocast_dtype,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def predict_windows(
+    model: torch.nn.Module,
+    half: Half,
+    clips: ClipConfig,
+    inference: InferenceConfig,
+    starts: np.ndarray,
+    audio_of: Callable[[int, int], torch.Tensor | None],
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """The per-position output of ``half`` from the model run on windows starting at ``starts``
+    (seconds), ``batch_size`` at a time. ``audio_of(first, stop)`` gives the audio inputs of windows
+    ``first .. stop - 1`` on ``device`` (None: a visual-only model); it runs under the autocast."""
     class_scores: list[np.ndarray] = []
     displacement: list[np.ndarray] = []
     for first in range(0, len(starts), batch_size):
@@ -141,13 +175,7 @@ def predict_half(
         features, _ = slice_clips(half, batch_starts, clips.clip_seconds, with_audio=False)
         features_t = torch.from_numpy(features).to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            audio = None
-            if frontend is not None and decibels is not None:
-                window_db = slice_audio_frames(
-                    decibels, batch_starts * AUDIO_FRAMES_PER_SECOND, window_frames, decibels.shape[1]
-                )
-                audio = frontend.prepare_decibels(torch.from_numpy(window_db).to(device))
-            outputs = model(features_t, audio)
+            outputs = model(features_t, audio_of(first, first + len(batch_starts)))
         class_scores.append(outputs["class_scores"].float().cpu().numpy())
         displacement.append(outputs["displacement"].float().cpu().numpy())
     return aggregate_windows(

@@ -110,10 +110,7 @@ def fit(
     # 0.244 s on one thread (BENCHMARKS.md); nothing above 1e-38 changes.
     torch.set_flush_denormal(True)
 
-    # A restart clears the folder: a checkpoint inside it is not resumed from.
-    resumes = resume_path.is_file() and not (
-        restart and resume_path.resolve().is_relative_to(folder.root.resolve())
-    )
+    resumes = folder.resumes(resume_path, restart=restart)  # asked before record clears the folder
     train_halves, valid_halves = load_training_data(config, roots)
     session = TrainingSession.build(config, train_halves, placement, resume=resumes)
     if placement.is_main:  # the data is usable (read, whitening fitted): the folder becomes this run's

@@ -117,6 +117,15 @@ class RunFolder:
                     + "): use another --out, or --restart to delete its checkpoints and start over"
                 )
 
+    def resumes(self, resume_path: Path | None = None, *, restart: bool = False) -> bool:
+        """Whether a run started with these arguments continues from ``resume_path`` (by default
+        ``last.pt``): the file exists and is not one that ``restart`` is about to delete (a
+        checkpoint inside this folder). Ask before :meth:`record`, which clears the folder."""
+        resume_path = resume_path or self.last
+        return resume_path.is_file() and not (
+            restart and resume_path.resolve().is_relative_to(self.root.resolve())
+        )
+
     def record(
         self,
         config: ExperimentConfig,

@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from astra.config import ClipConfig, InferenceConfig
-from astra.data.clips import inference_window_starts, slice_audio_frames, slice_clips
+from astra.data.clips import inference_window_starts, slice_audio_frames
 from astra.data.dataset import AUDIO_FRAMES_PER_SECOND, Half
-from astra.inference import half_decibels, num_frames_of, predict_half
+from astra.inference import half_decibels, predict_half, predict_windows
 from astra.model import AstraModel, AudioFrontEnd
 from astra.model.audio_frontend import DYNAMIC_RANGE_DB
-from astra.postprocess.aggregation import aggregate_windows
 
 
 def pools_from_half(model: AstraModel) -> bool:
@@ -62,25 +61,10 @@ def predict_half_pooled(
     inputs = WindowAudioInputs(
         half_decibels(half, frontend), frontend, starts * AUDIO_FRAMES_PER_SECOND, device=device
     )
-    class_scores: list[np.ndarray] = []
-    displacement: list[np.ndarray] = []
-    for first in range(0, len(starts), batch_size):
-        batch_starts = starts[first : first + batch_size]
-        features, _ = slice_clips(half, batch_starts, clips.clip_seconds, with_audio=False)
-        features_t = torch.from_numpy(features).to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            audio = inputs.windows(first, first + len(batch_starts))
-            outputs = model(features_t, audio)
-        class_scores.append(outputs["class_scores"].float().cpu().numpy())
-        displacement.append(outputs["displacement"].float().cpu().numpy())
-    return aggregate_windows(
-        np.concatenate(class_scores),
-        np.concatenate(displacement),
-        starts,
-        num_frames_of(half),
-        outputs_per_second=clips.outputs_per_second,
-        score_threshold=inference.score_threshold,
-    )
+    return predict_windows(
+        model, half, clips, inference, starts, inputs.windows,
+        device=device, batch_size=batch_size, autocast_dtype=autocast_dtype,
+    )  # fmt: skip
 
 
 class WindowAudioInputs:
