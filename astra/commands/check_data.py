@@ -7,8 +7,10 @@ of "not shown" annotations, the labels outside the 17 classes, the labels a litt
 past the end of their half (kept for evaluation, left out of training targets) and
 the audio files shorter than their half, with how much of it they cover. Audio
 covering less than 90% of its half and labels more than 60 s past its end are
-problems (``astra.data.dataset`` says why). Exit status 0 when everything is clean,
-2 with the list of problems otherwise.
+problems (``astra.data.dataset`` says why). Every problem of a game is listed (its labels,
+each half's files, each half's NaN and inf), each naming its file; the games of a split with
+no folder at all are one problem, counted. Exit status 0 when everything is clean, 2 with the
+list of problems otherwise.
 
 The data is named as for ``astra train``: ``--data`` (labels), ``--features-root`` and
 ``--audio-root`` when they live apart, the file names from the config (``data.features_filename``,
@@ -98,7 +100,7 @@ def _check_split(
     import numpy as np
 
     from astra.classes import CLASSES, NUM_CLASSES
-    from astra.data.dataset import PAST_END_TOLERANCE_SECONDS, DataError, check_finite, open_game
+    from astra.data.dataset import PAST_END_TOLERANCE_SECONDS, scan_game
     from astra.data.splits import games_of_split
     from astra.progress import progress
 
@@ -117,21 +119,22 @@ def _check_split(
     ignored: Counter[str] = Counter()
     past_end: Counter[str] = Counter()
     short_audio: list[tuple[float, str]] = []  # (coverage, audio file) of audio shorter than its half
+    missing: list[str] = []  # games without a folder under the features root: one problem for all
     for game in progress(games, desc=f"checking {split}", unit="game"):
+        if not (roots.features / game).is_dir() and not (roots.labels / game).is_dir():
+            missing.append(game)
+            num_unlabelled += 1
+            continue
         has_labels = roots.labels_file(game).is_file()
         if not has_labels:
             num_unlabelled += 1
-            # A game missing altogether is one problem, the missing folder (from open_game).
-            if labels_expected and ((roots.labels / game).is_dir() or (roots.features / game).is_dir()):
+            if labels_expected:
                 problems.append(
                     f"{roots.labels_file(game)}: label file not found (labels root {roots.labels})"
                 )
-        try:
-            halves, game_ignored = open_game(roots, game, with_audio=with_audio, require_labels=False)
-            for half in halves:
-                check_finite(half)
-        except DataError as error:
-            problems.append(str(error))
+        halves, game_ignored, game_problems = scan_game(roots, game, with_audio=with_audio)
+        if game_problems:
+            problems.extend(game_problems)
             continue
         feature_dims.setdefault(halves[0].feature_dim, str(halves[0].features_path))
         ignored.update(game_ignored)
@@ -145,6 +148,17 @@ def _check_split(
             if coverage is not None and coverage < 1.0:
                 short_audio.append((coverage, str(half.audio_path)))
 
+    if len(missing) == 1:
+        problems.append(
+            f"game {missing[0]!r}: no folder {roots.features / missing[0]} "
+            f"under the features root {roots.features}"
+        )
+    elif missing:
+        shown = ", ".join(repr(game) for game in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        problems.append(
+            f"{len(missing)} of the {len(games)} games of split {split!r} have no folder under the features "
+            f"root {roots.features} ({shown})"
+        )
     num_annotations = int(per_class.sum())
     lines = [
         f"split {split}: {len(games)} games, {num_halves} halves opened, {num_seconds / 3600:.2f} hours"

@@ -252,28 +252,64 @@ def open_game(
     more than ``PAST_END_TOLERANCE_SECONDS`` past the end of its half (nearer ones are
     kept and flagged in ``Annotations.past_end``).
     """
-    _check_game_folder(roots.features, "features", game)
-    if with_audio:
-        _check_game_folder(roots.audio, "audio", game)
+    halves, ignored, problems = _open_game(roots, game, with_audio=with_audio, require_labels=require_labels)
+    if problems:
+        raise DataError(problems[0])
+    return halves, ignored
+
+
+def scan_game(roots: DataRoots, game: str, *, with_audio: bool) -> tuple[list[Half], Counter[str], list[str]]:
+    """Every problem of one game, for ``astra check-data``: what :func:`open_game` refuses, then
+    :func:`check_finite` on each half, going on past each problem to find the next (the labels,
+    each half's files, each half's NaN and inf). Returns the halves that opened, the dropped labels
+    counted by name, and the problems in words, each naming its file."""
+    halves, ignored, problems = _open_game(roots, game, with_audio=with_audio, require_labels=False)
+    for half in halves:
+        try:
+            check_finite(half)
+        except DataError as error:
+            problems.append(str(error))
+    return halves, ignored, problems
+
+
+def _open_game(
+    roots: DataRoots, game: str, *, with_audio: bool, require_labels: bool
+) -> tuple[list[Half], Counter[str], list[str]]:
+    """:func:`open_game`'s work, each problem collected instead of raised (a missing folder or a
+    missing label file ends it), with the halves that opened."""
+    try:
+        _check_game_folder(roots.features, "features", game)
+        if with_audio:
+            _check_game_folder(roots.audio, "audio", game)
+    except DataError as error:
+        return [], Counter(), [str(error)]
+    problems: list[str] = []
+    annotations = _no_annotations()
     labels_path = roots.labels_file(game)
     if labels_path.is_file():
         try:
             annotations = read_labels(labels_path)
         except LabelsError as error:
-            raise DataError(str(error)) from None
+            problems.append(str(error))  # the halves are still opened, without labels
     elif require_labels:
-        _check_game_folder(roots.labels, "labels", game)
-        raise DataError(f"{labels_path}: label file not found (labels root {roots.labels})")
-    else:
-        annotations = _no_annotations()
+        try:
+            _check_game_folder(roots.labels, "labels", game)
+        except DataError as error:
+            return [], Counter(), [str(error)]
+        return [], Counter(), [f"{labels_path}: label file not found (labels root {roots.labels})"]
 
-    halves = [_open_half(roots, game, half, annotations.of_half(half), with_audio) for half in HALVES]
-    if halves[0].feature_dim != halves[1].feature_dim:
-        raise DataError(
+    halves: list[Half] = []
+    for number in HALVES:
+        try:
+            halves.append(_open_half(roots, game, number, annotations.of_half(number), with_audio))
+        except DataError as error:
+            problems.append(str(error))
+    if len(halves) == len(HALVES) and halves[0].feature_dim != halves[1].feature_dim:
+        problems.append(
             f"{halves[1].features_path}: {halves[1].feature_dim} features per second, but "
             f"{halves[0].features_path} has {halves[0].feature_dim}; both halves must share one dimension"
         )
-    return halves, annotations.ignored
+    return halves, annotations.ignored, problems
 
 
 def check_finite(half: Half, *, chunk_seconds: int = 600) -> None:

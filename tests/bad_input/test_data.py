@@ -165,10 +165,15 @@ def test_without_splits_json_official_games_are_used_with_one_warning(
     assert code == 2
     warnings = [record.getMessage() for record in caplog.records if "splits.json" in record.getMessage()]
     assert warnings == [f"no splits.json at {dataset}: the official SoccerNet-v2 split lists were used"]
-    # Each of the 99 missing games is one problem, its missing folder; the one whose folder
-    # is there (empty) lacks its labels and its features.
-    assert f"{len(official_games('valid')) + 1} problem(s)" in output
-    assert output.count("label file not found") == 1 and output.count("no folder") == 99
+    # The 99 missing games are one problem, named by count with the first few; the one whose
+    # folder is there (empty) lacks its labels and the features of each half.
+    missing = len(official_games("valid")) - 1
+    assert "4 problem(s)" in output
+    assert (
+        f"{missing} of the {missing + 1} games of split 'valid' have no folder under the features root"
+        in output
+    )
+    assert output.count("label file not found") == 1 and output.count("features file not found") == 2
 
 
 def test_train_without_splits_json_is_refused(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -272,7 +277,27 @@ def test_check_data_names_the_file_and_second_of_a_nan(
     paths = _poison(dataset)
     code, output = _run(capsys, dataset, "check-data", "--data", str(dataset))
     assert code == 2
-    assert f"{paths[0]}: NaN or inf at second 45" in output  # the first problem of the game
+    assert "2 problem(s)" in output  # each half's, not only the game's first
+    assert all(f"{path}: NaN or inf at second 45" in output for path in paths)
+
+
+def test_check_data_reports_every_problem_of_a_game(
+    dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Damaged labels, features of another shape in half 1 and a NaN in half 2, in one game: all three."""
+    game = dataset / _games(dataset)["train"]
+    (game / "Labels-v2.json").write_text('{"annotations": [', encoding="utf-8")
+    np.save(game / "1_baidu_soccer_embeddings.npy", np.zeros((69, 3, 2), dtype=np.float32))
+    half_2 = game / "2_baidu_soccer_embeddings.npy"
+    features = np.load(half_2)
+    features[30, 0] = np.inf
+    np.save(half_2, features)
+    code, output = _run(capsys, dataset, "check-data", "--data", str(dataset), "--no-audio")
+    assert code == 2
+    assert "3 problem(s)" in output, output
+    assert str(game / "Labels-v2.json") in output
+    assert f"{game / '1_baidu_soccer_embeddings.npy'}: features must be [seconds, D]" in output
+    assert f"{half_2}: NaN or inf at second 30" in output
 
 
 @pytest.mark.parametrize(
