@@ -37,6 +37,16 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bo
     ``mmap`` maps the tensors instead of reading them: cheap when only a few values are wanted.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = [p for p in (path / BEST, path / LAST, path / "checkpoints" / BEST) if p.is_file()]
+        raise CheckpointError(
+            f"{path}: a folder, not a checkpoint file"
+            + (
+                f"; did you mean {inside[0]}?"
+                if inside
+                else "; pass the best.pt or last.pt of a training run"
+            )
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
@@ -49,7 +59,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bo
             "use a best.pt or last.pt of an astra training run"
         ) from error
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(f"{path}: not an ASTRA checkpoint (expected the keys 'model' and 'config')")
+        if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            held = f"it holds {len(state)} tensors and no config, as a bare state_dict does"
+        elif isinstance(state, dict):
+            missing = [key for key in ("model", "config") if key not in state]
+            held = "it lacks the key" + ("s " if len(missing) > 1 else " ") + " and ".join(map(repr, missing))
+        else:
+            held = f"it holds a {type(state).__name__}, not a dict"
+        raise CheckpointError(
+            f"{path}: not an ASTRA checkpoint ({held}); use the best.pt or last.pt of an astra training "
+            "run, which hold the weights with the config they were trained with"
+        )
     return state
 
 

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ import yaml
 from astra.config import ExperimentConfig
 from astra.data.dataset import DataRoots
 from astra.data.splits import games_of_split
-from astra.files import atomic_write, link_or_copy
+from astra.files import OutputPathError, atomic_write, check_output_folder, link_or_copy
 from astra.training import checkpoint
 
 log = logging.getLogger(__name__)
@@ -202,16 +201,12 @@ class RunFolder:
 
 
 def check_writable(root: Path) -> None:
-    """Refuse an output folder that is a file, lies under a file or cannot be written."""
-    if root.exists() and not root.is_dir():
-        raise RunFolderError(f"--out {root}: is a file, not a folder")
-    existing = next((p for p in (root, *root.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise RunFolderError(f"--out {root}: {existing} is a file, not a folder")
+    """Refuse an output folder that is a file, lies under a file or cannot be written; then make it."""
     try:
+        check_output_folder(root)
         root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
-            pass
+    except OutputPathError as error:
+        raise RunFolderError(str(error)) from None
     except OSError as error:
         raise RunFolderError(f"--out {root}: cannot write there ({error.strerror or error})") from None
 

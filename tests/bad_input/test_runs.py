@@ -231,6 +231,35 @@ def test_an_unreadable_checkpoint_never_suggests_loading_it_unsafely(
     assert "weights_only" not in error.lower().replace(" ", "_")
 
 
+def _predict_error(checkpoint_path: Path, tiny_dataset, tmp_path: Path, capsys) -> str:
+    code = main(["predict", "--checkpoint", str(checkpoint_path), "--data", str(tiny_dataset.root),
+                 "--split", "test", "--out", str(tmp_path / "pred")])  # fmt: skip
+    assert code == 2
+    return capsys.readouterr().err
+
+
+def test_a_run_folder_given_as_checkpoint_points_to_its_best_pt(
+    trained: Path, tiny_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = _predict_error(trained, tiny_dataset, tmp_path, capsys)
+    assert (
+        f"{trained}: a folder, not a checkpoint file; did you mean {trained / 'checkpoints' / 'best.pt'}?"
+        in error
+    )
+    assert "not found" not in error
+
+
+def test_a_bare_state_dict_is_told_apart_from_a_damaged_checkpoint(
+    trained: Path, tiny_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(checkpoint.load(trained / "checkpoints" / "best.pt")["model"], path)
+    error = _predict_error(path, tiny_dataset, tmp_path, capsys)
+    assert f"{path}: not an ASTRA checkpoint (it holds" in error and "as a bare state_dict does" in error
+    torch.save({"model": {}}, path)
+    assert "it lacks the key 'config'" in _predict_error(path, tiny_dataset, tmp_path, capsys)
+
+
 def test_a_config_error_inside_a_checkpoint_says_it_comes_from_the_checkpoint(
     trained: Path, tiny_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
