@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from astra.commands.arguments import parse_with_overrides
 from astra.search.run import SearchOptions, run_search
 
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="section.key=value",
         help="settings of every trial, on top of the configs",
     )
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )

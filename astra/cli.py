@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from astra.commands.arguments import parse_with_overrides
+
 # Subcommand name -> module under astra.commands, in the order --help lists them.
 COMMANDS: dict[str, str] = {
     "synth": "synth",
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_overrides(build_parser(), argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -278,6 +278,15 @@ class LossConfig:
     )  # alpha_L: weight of the squared error against the log-variance
 
 
+# The speed switches of TrainConfig: each makes an epoch faster without changing what it computes,
+# so a run may resume, and a protocol continue, with any of them changed.
+SPEED_SWITCHES: tuple[str, ...] = (
+    "train.reuse_host_memory",
+    "train.prepare_audio_in_loader",
+    "train.validation_audio_from_half",
+)
+
+
 @_checked_section("train.")
 class TrainConfig:
     """Optimisation (docs/model.md, Training)."""

@@ -173,3 +173,20 @@ def test_overrides_parse_as_yaml_values() -> None:
     }
     with pytest.raises(ConfigError, match="not of the form"):
         parse_overrides(["train="])
+
+
+def test_overrides_may_follow_later_options_and_anything_else_is_still_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+
+    from astra.commands.arguments import parse_with_overrides
+
+    parser = argparse.ArgumentParser(prog="astra")
+    parser.add_argument("--out")
+    parser.add_argument("overrides", nargs="*")
+    args = parse_with_overrides(parser, ["train.seed=1", "--out", "o", "model.d_model=8", "train.seed=2"])
+    assert args.out == "o" and args.overrides == ["train.seed=1", "model.d_model=8", "train.seed=2"]
+    with pytest.raises(SystemExit):
+        parse_with_overrides(parser, ["train.seed=1", "--out", "o", "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err

@@ -41,7 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from astra.config import ExperimentConfig, config_from_dict, load_config, parse_overrides, replace
+from astra.config import (
+    SPEED_SWITCHES,
+    ExperimentConfig,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    replace,
+)
 from astra.data.dataset import DataRoots
 from astra.files import atomic_write
 from astra.search.trial import DETERMINISTIC_ERRORS, ERROR_NAME, RESULT_NAME, TrialError
@@ -52,7 +59,7 @@ TUNE_NAME = "tune"
 BOOTSTRAP_NAME = "bootstrap.json"
 BASE_NAME = "base"
 # Settings that may differ between two invocations on one OUT: they change nothing a run computes.
-FREE_SETTINGS: tuple[str, ...] = ("train.loader_workers",)
+FREE_SETTINGS: tuple[str, ...] = ("train.loader_workers", *SPEED_SWITCHES)
 
 
 class P1Error(ValueError):

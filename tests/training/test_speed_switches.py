@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from astra.config import ConfigError, load_config
+from astra.config import SPEED_SWITCHES, ConfigError, load_config
 from astra.data.clips import slice_audio_frames
 from astra.data.dataset import DataRoots, load_split
 from astra.inference import predict_half
@@ -25,7 +25,9 @@ from astra.training.run_folder import identity_differences, run_identity
 from astra.training.validation_audio import WindowAudioInputs, predict_half_pooled
 
 ROOT = Path(__file__).resolve().parents[2]
-SWITCHES = ("reuse_host_memory", "prepare_audio_in_loader", "validation_audio_from_half")
+# Every switch that astra.config names as one (a run resumes, a P1 continues, with it changed) is
+# checked here to change no value.
+SWITCHES = tuple(name.removeprefix("train.") for name in SPEED_SWITCHES)
 # The small preset's audio path (pooled 8 x 4 in prepare, clip norm, one Linear) and its training
 # extras (whitening, balanced mixup, the weight average) on the tiny model.
 POOLED_AUDIO = [
