@@ -175,7 +175,9 @@ class DataConfig:
     features_filename: str = FEATURES_PATTERN  # Baidu features, as the paper; {half} is 1 or 2
     audio_filename: str = AUDIO_PATTERN  # mel power, 100 frames per second
     train_split: str = "train"  # protocol P1; "train+valid+test" for P2
-    valid_split: str = "valid"  # early stopping and model selection
+    # Early stopping and model selection. Empty: no held-out split (protocol P2): nothing is
+    # validated, no run stops early, and best.pt holds the last epoch's weights.
+    valid_split: str = "valid"
     test_split: str = "test"  # P1 report
 
 

@@ -147,7 +147,9 @@ def fit(
                     session.evaluated_model(), valid_halves, config, device=placement.device,
                     autocast_dtype=placement.autocast_dtype,
                 )  # fmt: skip
-            session.record.update(epoch, valid, config.train.patience_epochs)
+            session.record.update(
+                epoch, valid, config.train.patience_epochs, keep_last=not config.data.valid_split
+            )
             metrics = session.record.epoch_metrics(
                 train_loss, parts, session.learning_rate, time.perf_counter() - started
             )
@@ -179,8 +181,10 @@ def load_training_data(config: ExperimentConfig, roots: DataRoots) -> tuple[list
     train = load_split(
         roots, config.data.train_split, with_audio=with_audio, require_labels=True, progress=False
     )
-    valid = load_split(
-        roots, config.data.valid_split, with_audio=with_audio, require_labels=True, progress=False
+    valid = (
+        load_split(roots, config.data.valid_split, with_audio=with_audio, require_labels=True, progress=False)
+        if config.data.valid_split
+        else []  # no held-out split (protocol P2)
     )
     _check_input_widths(config, train + valid)
     return train, valid
@@ -536,13 +540,17 @@ class EpochRecord:
     last_valid: float = -1.0  # score of the last validation (train.validate_every_epochs)
     last_valid_epoch: int = -1
 
-    def update(self, epoch: int, valid: float | None, patience: int) -> None:
+    def update(self, epoch: int, valid: float | None, patience: int, *, keep_last: bool = False) -> None:
         """Epoch ``epoch`` is over; ``valid`` is its validation score, None when not validated.
 
         Early stopping is decided at validated epochs only, so that a run never stops before
-        its first validation nor on an epoch it did not score.
+        its first validation nor on an epoch it did not score. ``keep_last`` (no held-out split):
+        every epoch becomes the one ``best.pt`` holds, and none stops the run.
         """
         self.epoch = epoch
+        if keep_last:
+            self.best_epoch = epoch
+            return
         if valid is None:
             return
         self.last_valid, self.last_valid_epoch = valid, epoch
@@ -594,7 +602,9 @@ class EpochRecord:
 
 
 def _validation_due(config: ExperimentConfig, epoch: int) -> bool:
-    """Every ``train.validate_every_epochs``-th epoch, and the last one."""
+    """Every ``train.validate_every_epochs``-th epoch, and the last one; never without a valid split."""
+    if not config.data.valid_split:
+        return False
     return (epoch + 1) % config.train.validate_every_epochs == 0 or epoch + 1 == config.train.epochs
 
 

@@ -211,7 +211,7 @@ def check_writable(root: Path) -> None:
 def run_identity(config: ExperimentConfig, roots: DataRoots) -> dict[str, Any]:
     """What defines a run: its config, its data roots and a fingerprint of its split lists."""
     splits = {}
-    for split in (config.data.train_split, config.data.valid_split):
+    for split in filter(None, (config.data.train_split, config.data.valid_split)):
         games = games_of_split(split, roots.labels)
         splits[split] = hashlib.sha256("\n".join(games).encode("utf-8")).hexdigest()[:16]
     data = {

@@ -37,7 +37,7 @@ CHILD = textwrap.dedent(
     overrides = sys.argv[5:]
     loop.validate = lambda model, halves, config, **kwargs: 0.0  # replaced by the record below
     update = loop.EpochRecord.update
-    loop.EpochRecord.update = lambda self, epoch, valid, patience: update(
+    loop.EpochRecord.update = lambda self, epoch, valid, patience, **kwargs: update(
         self, epoch, None if valid is None else 0.1 * (epoch + 1), patience
     )
     save = run_folder.RunFolder.save

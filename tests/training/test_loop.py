@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -46,6 +47,36 @@ def test_fit_writes_checkpoints_config_and_reports_each_epoch(
     saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert saved["training"]["epoch"] == 2
     assert load_config([tmp_path / "config.yaml"]) == tiny_config("model.use_audio=false")
+
+
+def test_without_a_held_out_split_every_epoch_trains_unvalidated_and_best_pt_is_the_last(
+    tiny_dataset, tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Protocol P2: train on train+valid+test for a set number of epochs, no validation, no early stop."""
+    from astra.training import loop
+
+    def no_validation(*args, **kwargs):
+        raise AssertionError("validated without a held-out split")
+
+    monkeypatch.setattr(loop, "validate", no_validation)
+    config = tiny_config(
+        "model.use_audio=false", "data.train_split=train+valid+test", "data.valid_split=''",
+        "train.epochs=2", "train.patience_epochs=1",
+    )  # fmt: skip
+    reports: list[dict[str, float]] = []
+    result = fit(
+        config, DataRoots.single(tiny_dataset.root), tmp_path, reporter=lambda m, _: reports.append(m)
+    )
+    assert [m["epoch"] for m in reports] == [1, 2] and result.epochs_run == 2  # patience 1: no early stop
+    assert all(m["validated"] == 0.0 for m in reports)
+    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert best["training"]["epoch"] == 1 and last["training"]["best_epoch"] == 1
+    kept = checkpoint.inference_weights(last)  # the weight average where the run keeps one
+    for key, value in best["model"].items():
+        torch.testing.assert_close(value, kept[key], rtol=0, atol=0)
+    identity = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    assert list(identity["splits"]) == ["train+valid+test"]
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tiny_config, tmp_path: Path) -> None:
