@@ -10,6 +10,7 @@ Examples:
   python ensembles/build.py --experiment runs/search/smoke --top 4
   python ensembles/build.py --experiment runs/search/small --top 4 --split challenge
   python ensembles/build.py --experiment runs/search/small --top 4 --selection top --out runs/top4
+  python ensembles/build.py --experiment runs/search/small --top 4 --split challenge --protocol p2
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         "--split", choices=("challenge",),
         help="also write the challenge submission (members without challenge outputs are predicted first)",
     )  # fmt: skip
+    parser.add_argument(
+        "--protocol", choices=("p1", "p2"), default="p1",
+        help="p1 (default): the members as the search trained them; p2: each member retrained on "
+        "train+valid+test for the epochs its trial chose, on Ray, before it predicts the challenge split "
+        "(needs --split challenge)",
+    )  # fmt: skip
     parser.add_argument("--out", help="output folder (default EXPERIMENT/ensembles/<selection>-top<K>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bags and the window search")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = EnsembleOptions(
         experiment=args.experiment, top=args.top, selection=args.selection, pool=args.pool, init=args.init,
-        bags=args.bags, split=args.split, out=args.out, seed=args.seed,
+        bags=args.bags, split=args.split, out=args.out, seed=args.seed, protocol=args.protocol,
     )  # fmt: skip
     try:
         record = build_ensemble(options)
@@ -84,7 +91,10 @@ def _print(record: dict) -> None:
         )
     challenge = record.get("challenge")
     if challenge:
-        print(f"  challenge submission {challenge['submission']}")
+        retrained = (
+            " (members retrained under P2 on train+valid+test)" if challenge.get("protocol") == "p2" else ""
+        )
+        print(f"  challenge submission {challenge['submission']}{retrained}")
         if challenge.get("withheld_labels"):
             known = challenge["withheld_labels"]
             print(f"  what the challenge server would say (withheld labels): tight {known['tight']:.4f}")

@@ -68,6 +68,7 @@ class EnsembleOptions:
     split: str | None = None  # "challenge": also write the challenge submission
     out: str | None = None
     seed: int = 0
+    protocol: str = "p1"  # "p2": the members are retrained on train+valid+test for the challenge
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Experiment:
     base: ExperimentConfig
     roots: DataRoots
     candidates: list[Candidate] = field(default_factory=list)
+    space: Path | None = None  # the search space file, for the resources of a P2 retraining
 
 
 def read_experiment(folder: str | Path) -> Experiment:
@@ -110,7 +112,9 @@ def read_experiment(folder: str | Path) -> Experiment:
         )  # fmt: skip
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise EnsembleError(f"{definition}: damaged ({error})") from None
-    experiment = Experiment(folder, base, roots)
+    experiment = Experiment(
+        folder, base, roots, space=Path(recorded["space"]) if recorded.get("space") else None
+    )
     for trial in sorted((folder / "trials").glob("*/result.json")):
         try:
             result = json.loads(trial.read_text(encoding="utf-8"))
@@ -139,6 +143,13 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     if options.split not in (None, "challenge"):
         raise EnsembleError(
             f"--split may only be challenge (valid and test are always written), got {options.split!r}"
+        )
+    if options.protocol not in ("p1", "p2"):
+        raise EnsembleError(f"--protocol must be p1 or p2, got {options.protocol!r}")
+    if options.protocol == "p2" and options.split != "challenge":
+        raise EnsembleError(
+            "--protocol p2 retrains the members on train+valid+test, so only the challenge split is left "
+            "to predict: add --split challenge"
         )
     started = time.time()
     experiment = read_experiment(options.experiment)
@@ -223,11 +234,12 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         }
     challenge = None
     if options.split == "challenge":
-        challenge = _challenge(experiment, weights, searched, out, source)
+        challenge = _challenge(experiment, weights, searched, out, source, protocol=options.protocol)
     trials = list(weights)
     record = {
         "experiment": str(experiment.folder),
         "selection": options.selection,
+        "protocol": options.protocol,
         "top": options.top,
         "pool": [c.trial_id for c in pool],
         "members": weights,
@@ -276,27 +288,39 @@ def _per_class_differences(members: Sequence[Candidate]) -> list[list[float]]:
 
 
 def _challenge(
-    experiment: Experiment, weights: Mapping[str, int], searched: Any, out: Path, source: dict[str, Any]
+    experiment: Experiment,
+    weights: Mapping[str, int],
+    searched: Any,
+    out: Path,
+    source: dict[str, Any],
+    *,
+    protocol: str = "p1",
 ) -> dict[str, Any]:
-    """Members' challenge outputs (predicted first where missing), the ensemble's submission, and
-    its score where the withheld labels are known."""
+    """Members' challenge outputs (predicted first where missing; under P2, from the members
+    retrained on train+valid+test), the ensemble's submission, and its score where the withheld
+    labels are known."""
     split = "challenge"
     games = games_of_split(split, experiment.roots.labels)
     if not games:
         raise EnsembleError(f"{experiment.roots.labels}: the data has no challenge split")
-    folders = {}
-    for trial in weights:
-        folder = experiment.folder / "trials" / trial / split
-        if not all((folder / "per_position" / g / "per_position.npz").is_file() for g in games):
-            _predict_member(experiment, trial, folder, split)
-        folders[trial] = folder / "per_position"
+    if protocol == "p2":
+        folders = _retrain_members(experiment, weights, out, split)
+    else:
+        folders = {}
+        for trial in weights:
+            folder = experiment.folder / "trials" / trial / split
+            if not all((folder / "per_position" / g / "per_position.npz").is_file() for g in games):
+                _predict_member(experiment, trial, folder, split)
+            folders[trial] = folder / "per_position"
     members = MemberOutputs(folders, games, split)
     from astra.prediction import write_prediction
 
     prediction = write_prediction(
         out / split, split, averaged_games(members, weights), searched, source=source, overwrite=True
     )
-    result: dict[str, Any] = {"submission": str(prediction.out_dir / "predictions.zip"), "games": len(games)}
+    result: dict[str, Any] = {
+        "submission": str(prediction.out_dir / "predictions.zip"), "games": len(games), "protocol": protocol,
+    }  # fmt: skip
     withheld = experiment.roots.labels / CHALLENGE_LABELS_DIRNAME
     if withheld.is_dir():
         labels = {g: read_labels(withheld / g / LABELS_FILENAME) for g in games}
@@ -306,23 +330,38 @@ def _challenge(
 
 def _predict_member(experiment: Experiment, trial: str, folder: Path, split: str) -> None:
     """A member's best checkpoint predicts ``split`` into ``folder`` (its trial folder)."""
-    from astra.data.dataset import load_split
-    from astra.inference import load_for_inference, predict_games
-    from astra.prediction import write_prediction
+    from astra.ensemble.p2 import predict_split_to
 
     best = experiment.folder / "trials" / trial / "run" / "checkpoints" / "best.pt"
     if not best.is_file():
         raise EnsembleError(f"trial {trial}: {best} is missing; its {split} outputs cannot be predicted")
     log.info("trial %s: predicting %s with %s", trial, split, best)
-    model, config = load_for_inference(best)
-    halves = load_split(
-        experiment.roots, split, with_audio=config.model.use_audio, require_labels=False, progress=False
-    )
-    device = next(model.parameters()).device
-    write_prediction(
-        folder, split, predict_games(model, halves, config, device=device), config.inference,
-        source={"checkpoint": str(best), "trial": trial}, overwrite=True,
-    )  # fmt: skip
+    predict_split_to(best, experiment.roots, folder, split, source={"trial": trial})
+
+
+def _retrain_members(
+    experiment: Experiment, weights: Mapping[str, int], out: Path, split: str
+) -> dict[str, Path]:
+    """Protocol P2 (:mod:`astra.ensemble.p2`): each member retrained on train+valid+test, with the
+    search space's resources per member, then predicting ``split``; their per-position folders."""
+    from astra.ensemble.p2 import P2Error, plan_retraining, retrain
+    from astra.search.space import Resources, SpaceError, load_space
+
+    by_id = {c.trial_id: c for c in experiment.candidates}
+    resources = Resources()
+    if experiment.space is not None and experiment.space.is_file():
+        try:
+            resources = load_space(experiment.space).resources
+        except SpaceError as error:
+            log.warning("%s; P2 retrains with one CPU per member", error)
+    try:
+        retrainings = plan_retraining([(t, by_id[t].folder, by_id[t].result) for t in weights], out)
+        return retrain(
+            retrainings, experiment.roots, split, workers=resources.workers,
+            cpus_per_worker=resources.cpus_per_worker, gpus_per_worker=resources.gpus_per_worker,
+        )  # fmt: skip
+    except P2Error as error:
+        raise EnsembleError(str(error)) from None
 
 
 class _LazyOutputs(Mapping[str, dict[int, np.ndarray]]):
