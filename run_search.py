@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--features-root", help="visual features root, if not under --data")
     parser.add_argument("--audio-root", help="audio root, if not under --data")
-    parser.add_argument("--experiment", help="experiment folder (default: runs/search/<space name>)")
+    parser.add_argument(
+        "--experiment", help="experiment folder (default: runs/search/<space name>), or s3://bucket/path"
+    )
     parser.add_argument("--trials", type=int, help="trials in all (default: the space's budget)")
     parser.add_argument("--concurrent", type=int, help="trials at a time (default: the space's budget)")
     parser.add_argument(

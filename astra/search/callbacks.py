@@ -10,6 +10,7 @@ from typing import Any
 from ray.tune import Callback
 
 from astra.search.space import SearchSpace
+from astra.storage import Mirror
 
 log = logging.getLogger("astra.search")
 
@@ -17,12 +18,19 @@ log = logging.getLogger("astra.search")
 class ResultsTable(Callback):
     """Rewrites ``results.parquet`` as trials report, finish or fail (at most every ``interval`` s)."""
 
-    def __init__(self, experiment: Path, space: SearchSpace, interval_seconds: float = 15.0) -> None:
+    def __init__(
+        self,
+        experiment: Path,
+        space: SearchSpace,
+        interval_seconds: float = 15.0,
+        mirror: Mirror | None = None,
+    ) -> None:
         self.experiment = experiment
         self.space = space
         self.interval_seconds = interval_seconds
         self.statuses: dict[str, str] = {}
         self._written = 0.0
+        self.mirror = mirror  # an experiment on object storage: its local copy is kept in step
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.statuses[trial.trial_id] = "running"
@@ -33,11 +41,27 @@ class ResultsTable(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.statuses.pop(trial.trial_id, None)  # finished or stopped: the trial's files say which
-        self._write(force=True)
+        self._sync(trial, lambda: self._write(force=True))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.statuses[trial.trial_id] = "errored"
-        self._write(force=True)
+        self._sync(trial, lambda: self._write(force=True))
+
+    def _sync(self, trial: Any, write: Any) -> None:
+        """``write()`` between bringing the trial's folder from the storage (it may have run on
+        another node) and copying the experiment there."""
+        if self.mirror is None:
+            write()
+            return
+        try:
+            self.mirror.pull(f"trials/{trial.trial_id}")
+        except (OSError, ValueError) as error:
+            log.warning("could not bring trial %s from %s: %s", trial.trial_id, self.mirror.uri, error)
+        write()
+        try:
+            self.mirror.push()
+        except (OSError, ValueError) as error:  # the next push copies it; the search goes on
+            log.warning("could not copy the experiment to %s: %s", self.mirror.uri, error)
 
     def _write(self, *, force: bool) -> None:
         if not force and time.monotonic() - self._written < self.interval_seconds:

@@ -11,11 +11,14 @@
 
 Re-running with the same experiment folder (or ``--resume``) continues the search: finished
 trials are kept and not re-run, unfinished ones continue from their last checkpoint, the study
-gets no duplicate trials. A different definition in the same folder is refused.
+gets no duplicate trials. A different definition in the same folder is refused. An experiment
+on object storage (``--experiment s3://bucket/path``) is worked on in a local copy kept in step
+with it (:mod:`astra.storage`): it resumes from the storage alone, on any machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,6 +33,7 @@ from astra.config import ExperimentConfig
 from astra.data.dataset import DataRoots
 from astra.files import atomic_write
 from astra.search.space import TRAIN_DRIVER_CPUS, Resources, SearchSpace, load_space
+from astra.storage import Mirror, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ class Plan:
     storage: str
     seed: int
     options: SearchOptions
+    mirror: Mirror | None = None  # an experiment on object storage, worked on in its local copy
 
     @property
     def study_name(self) -> str:
@@ -83,10 +88,28 @@ class Plan:
 
 
 def run_search(options: SearchOptions) -> int:
-    """Run (or resume, or only plan or report) a search; returns the exit status."""
+    """Run (or resume, or only plan or report) a search; returns the exit status.
+
+    An ``--experiment`` on object storage (``s3://...``, :mod:`astra.storage`) is worked on in a
+    local copy: brought from the storage first (a search resumes from the storage alone), copied
+    back after each trial and at the end.
+    """
+    mirror = None
+    if is_remote(options.experiment):
+        assert options.experiment is not None
+        mirror = Mirror.of(options.experiment)
+        if options.dry_run:
+            print(f"experiment on storage {mirror.uri}, worked on in {mirror.local}")
+        else:
+            brought = mirror.pull()
+            log.info("%s: local copy %s (%d file(s) brought)", mirror.uri, mirror.local, brought)
+        options = dataclasses.replace(options, experiment=str(mirror.local))
     plan = make_plan(options)
+    plan = Plan(**{**plan.__dict__, "mirror": mirror})
     if options.report:
         report(plan.experiment)
+        if mirror is not None:
+            mirror.push()
         return 0
     if options.dry_run:
         print(describe(plan))
@@ -95,8 +118,15 @@ def run_search(options: SearchOptions) -> int:
     plan = Plan(**{**plan.__dict__, "roots": roots})
     _claim_experiment(plan)
     print(describe(plan))
-    outcome = _tune(plan)
+    try:
+        outcome = _tune(plan)
+    finally:
+        if mirror is not None:  # whatever happened, what was done is on the storage
+            copied = mirror.push()
+            log.info("%s: %d file(s) copied to the storage", mirror.uri, copied)
     print(outcome)
+    if mirror is not None:
+        print(f"experiment on storage {mirror.uri} (local copy {mirror.local})")
     return 0
 
 
@@ -285,7 +315,7 @@ def _search_on_ray(plan: Plan) -> str:
 
     assert plan.roots is not None
     space = plan.space
-    context = TrialContext(plan.experiment.resolve(), space, plan.base.to_dict(), plan.roots)
+    context = TrialContext(plan.experiment.resolve(), space, plan.base.to_dict(), plan.roots, plan.mirror)
     resources = space.resources
     trial_resources = (
         {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
@@ -295,7 +325,10 @@ def _search_on_ray(plan: Plan) -> str:
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources)
 
     def callbacks() -> list[Any]:  # a fresh list per Tuner: Ray adds its own console reporter to it
-        return [ResultsTable(plan.experiment, space), ProgressLine(plan.trials, plan.concurrent)]
+        return [
+            ResultsTable(plan.experiment, space, mirror=plan.mirror),
+            ProgressLine(plan.trials, plan.concurrent),
+        ]
 
     tune_path = (plan.experiment / TUNE_NAME).resolve()
     started = time.time()
@@ -461,6 +494,8 @@ def _claim_experiment(plan: Plan) -> None:
             "storage": plan.storage,
         },
     }
+    if plan.mirror is not None:
+        definition["experiment_uri"] = plan.mirror.uri
     recorded = _read_definition(plan.experiment)
     if recorded is not None:
         differs = [

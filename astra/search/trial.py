@@ -31,6 +31,7 @@ from astra.config import ExperimentConfig, config_from_dict, replace
 from astra.data.dataset import DataRoots
 from astra.files import atomic_write
 from astra.search.space import SearchSpace, WindowSettings
+from astra.storage import Mirror
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrialContext:
     space: SearchSpace
     base: dict[str, Any]  # the base config as a plain dict
     roots: DataRoots
+    mirror: Mirror | None = None  # an experiment on object storage (astra.storage)
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.experiment / "trials" / trial_id
@@ -67,6 +69,9 @@ def run_trial(params: Mapping[str, Any], context: TrialContext) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     _configure_logging()
     trial_dir = context.trial_dir(trial_id)
+    own = f"trials/{trial_id}"
+    if context.mirror is not None:  # on another node, or after it: what the trial left so far
+        context.mirror.pull(own)
     failed = trial_dir / ERROR_NAME
     if failed.is_file():  # a deterministic error: a retry would meet it again
         raise TrialError(json.loads(failed.read_text(encoding="utf-8"))["error"])
@@ -77,6 +82,9 @@ def run_trial(params: Mapping[str, Any], context: TrialContext) -> None:
         with atomic_write(failed, "w") as f:
             json.dump({"error": f"{type(error).__name__}: {error}"}, f)
         raise
+    finally:
+        if context.mirror is not None:
+            context.mirror.push(own)
 
 
 def _run_trial(params: Mapping[str, Any], context: TrialContext, trial_id: str, trial_dir: Path) -> None:
@@ -95,6 +103,8 @@ def _run_trial(params: Mapping[str, Any], context: TrialContext, trial_id: str, 
     last_report: dict[str, float] = {}
 
     def report(metrics: dict[str, float], _: Path | None) -> None:
+        if context.mirror is not None:  # the epoch's checkpoints, for a restart on another node
+            context.mirror.push(f"trials/{trial_id}")
         if metrics.get("validated", 1.0):  # a stale score must not reach ASHA as a fresh one
             last_report.clear()
             last_report.update(metrics)
@@ -116,7 +126,10 @@ def _run_trial(params: Mapping[str, Any], context: TrialContext, trial_id: str, 
 
         outcome = train_with_ray(
             config, context.roots, trial_dir / "run", num_workers=resources.workers,
-            use_gpu=resources.use_gpu, name=trial_id, storage_path=str(trial_dir / "ray"),
+            use_gpu=resources.use_gpu, name=trial_id,
+            storage_path=(
+                context.mirror.remote(f"trials/{trial_id}/ray") if context.mirror else str(trial_dir / "ray")
+            ),
             callbacks=[TuneReportCallback()], report_unvalidated=False,
             cpus_per_worker=resources.cpus_per_worker,
         )  # fmt: skip

@@ -23,37 +23,12 @@ from astra.search.run import SearchOptions, run_search
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _tiny_space(
-    path: Path, overrides: list[str], trials: int, resources: dict[str, Any] | None = None
-) -> Path:
-    settings = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        settings[key] = yaml.safe_load(value)
-    settings.update({"train.epochs": 2, "train.warmup_epochs": 1, "train.patience_epochs": 2})
-    del settings["train.base_learning_rate"]
-    space = {
-        "description": "two trials of the tiny config, for the tests",
-        "settings": settings,
-        "parameters": {
-            "train.base_learning_rate": {"loguniform": [5.0e-4, 5.0e-3]},
-            "clips.class_radius_seconds": {"quniform": [1.0, 2.0, 0.5]},
-        },
-        "budget": {"trials": trials, "concurrent": 1},
-        "asha": {"enabled": False},
-        "resources": resources or {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
-        "windows": {"search": True, "method": "grid"},
-        "start_from_base": False,
-    }
-    path.write_text(yaml.safe_dump(space), encoding="utf-8")
-    return path
-
-
 def test_a_search_runs_resumes_without_duplicates_and_reports(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     make_tiny_dataset: Callable[..., Any],
     tiny_overrides: list[str],
+    tiny_space: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -66,7 +41,7 @@ def test_a_search_runs_resumes_without_duplicates_and_reports(
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     data = make_tiny_dataset(tmp_path / "data").root
-    space = _tiny_space(tmp_path / "tiny.yaml", tiny_overrides, trials=2)
+    space = tiny_space(tmp_path / "tiny.yaml", tiny_overrides, trials=2)
     experiment = tmp_path / "experiment"
     options = SearchOptions(space=str(space), data=str(data), experiment=str(experiment), seed=3)
 
@@ -145,6 +120,7 @@ def test_a_trial_under_ray_train_trains_predicts_and_scores(
     tmp_path: Path,
     make_tiny_dataset: Callable[..., Any],
     tiny_overrides: list[str],
+    tiny_space: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -156,7 +132,7 @@ def test_a_trial_under_ray_train_trains_predicts_and_scores(
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     data = make_tiny_dataset(tmp_path / "data").root
     resources = {"workers": 2, "cpus_per_worker": 0.5, "gpus_per_worker": 0}
-    space = _tiny_space(tmp_path / "ddp.yaml", tiny_overrides, trials=1, resources=resources)
+    space = tiny_space(tmp_path / "ddp.yaml", tiny_overrides, trials=1, resources=resources)
     experiment = tmp_path / "experiment"
     assert run_search(SearchOptions(space=str(space), data=str(data), experiment=str(experiment))) == 0
     (row,) = pl.read_parquet(experiment / "results.parquet").iter_rows(named=True)
