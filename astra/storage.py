@@ -7,7 +7,9 @@ process brings up to date from the storage before it starts (:meth:`Mirror.pull`
 to the storage as it goes (:meth:`Mirror.push`): the search's driver the whole folder (after each
 trial and at the end), each trial its own ``trials/<id>/`` folder (after each epoch and when it
 finishes), so that a trial restarted on another node resumes from its last epoch, and a search
-started on a new machine resumes from the storage alone.
+started on a new machine resumes from the storage alone. A dataset on object storage is copied
+the same way, once per machine, into ``$ASTRA_CACHE/data/`` (features are memory-mapped: they
+must be on a disk), by the driver and by each trial on its node.
 
 File systems come from ``pyarrow.fs.FileSystem.from_uri``: credentials from the environment or
 the instance role, never from a file of this project; query parameters of the URI
@@ -53,8 +55,8 @@ def is_remote(location: str | os.PathLike[str] | None) -> bool:
     return False
 
 
-def local_copy_of(uri: str) -> Path:
-    """The local working copy of ``uri``: ``$ASTRA_CACHE/experiments/<bucket and path>-<hash>``."""
+def local_copy_of(uri: str, kind: str = "experiments") -> Path:
+    """The local working copy of ``uri``: ``$ASTRA_CACHE/<kind>/<bucket and path>-<hash>``."""
     parts = urlsplit(uri)
     root = Path(
         os.environ.get("ASTRA_CACHE")
@@ -62,7 +64,7 @@ def local_copy_of(uri: str) -> Path:
     )
     name = f"{parts.netloc}{parts.path}".strip("/").replace("/", "_") or "root"
     digest = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:8]
-    return root / "experiments" / f"{parts.scheme}_{name}-{digest}"
+    return root / kind / f"{parts.scheme}_{name}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,9 @@ class Mirror:
     local: Path
 
     @classmethod
-    def of(cls, uri: str, local: str | Path | None = None) -> Mirror:
-        return cls(uri.rstrip("/"), Path(local) if local is not None else local_copy_of(uri.rstrip("/")))
+    def of(cls, uri: str, local: str | Path | None = None, *, kind: str = "experiments") -> Mirror:
+        uri = uri.rstrip("/")
+        return cls(uri, Path(local) if local is not None else local_copy_of(uri, kind))
 
     def remote(self, sub: str = "") -> str:
         """The URI of ``sub`` (a path relative to the folder), query parameters kept."""
@@ -92,7 +95,7 @@ class Mirror:
             if target.is_file() and _in_step(target, info) is not False:
                 continue  # the same, or newer here (pushed later)
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.pull.tmp")
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.pull.tmp")  # one per process
             with filesystem.open_input_stream(info.path) as source, open(temporary, "wb") as sink:
                 _copy_stream(source, sink)
             os.replace(temporary, target)

@@ -81,6 +81,7 @@ class Plan:
     seed: int
     options: SearchOptions
     mirror: Mirror | None = None  # an experiment on object storage, worked on in its local copy
+    data_mirrors: tuple[Mirror, ...] = ()  # data on object storage, copied to each machine
 
     @property
     def study_name(self) -> str:
@@ -104,8 +105,16 @@ def run_search(options: SearchOptions) -> int:
             brought = mirror.pull()
             log.info("%s: local copy %s (%d file(s) brought)", mirror.uri, mirror.local, brought)
         options = dataclasses.replace(options, experiment=str(mirror.local))
+    data_mirrors = []
+    for name in ("data", "features_root", "audio_root"):  # copied once per machine, then read locally
+        location = getattr(options, name)
+        if is_remote(location) and not (options.dry_run or options.report):
+            data_mirror = Mirror.of(location, kind="data")
+            log.info("%s: %d file(s) brought to %s", location, data_mirror.pull(), data_mirror.local)
+            data_mirrors.append(data_mirror)
+            options = dataclasses.replace(options, **{name: str(data_mirror.local)})
     plan = make_plan(options)
-    plan = Plan(**{**plan.__dict__, "mirror": mirror})
+    plan = Plan(**{**plan.__dict__, "mirror": mirror, "data_mirrors": tuple(data_mirrors)})
     if options.report:
         report(plan.experiment)
         if mirror is not None:
@@ -158,7 +167,7 @@ def make_plan(options: SearchOptions) -> Plan:
         roots = DataRoots.from_config(
             options.data, base.data, features_root=options.features_root, audio_root=options.audio_root
         )
-        if "://" not in options.data and not Path(options.data).is_dir():
+        if not options.report and not is_remote(options.data) and not Path(options.data).is_dir():
             raise SearchError(f"--data {options.data}: no such folder")
     trials = options.trials or space.budget.trials
     concurrent = options.concurrent or space.budget.concurrent
@@ -315,7 +324,9 @@ def _search_on_ray(plan: Plan) -> str:
 
     assert plan.roots is not None
     space = plan.space
-    context = TrialContext(plan.experiment.resolve(), space, plan.base.to_dict(), plan.roots, plan.mirror)
+    context = TrialContext(
+        plan.experiment.resolve(), space, plan.base.to_dict(), plan.roots, plan.mirror, plan.data_mirrors
+    )
     resources = space.resources
     trial_resources = (
         {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}

@@ -57,6 +57,7 @@ class TrialContext:
     base: dict[str, Any]  # the base config as a plain dict
     roots: DataRoots
     mirror: Mirror | None = None  # an experiment on object storage (astra.storage)
+    data_mirrors: tuple[Mirror, ...] = ()  # data on object storage: brought to the trial's node
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.experiment / "trials" / trial_id
@@ -72,6 +73,8 @@ def run_trial(params: Mapping[str, Any], context: TrialContext) -> None:
     own = f"trials/{trial_id}"
     if context.mirror is not None:  # on another node, or after it: what the trial left so far
         context.mirror.pull(own)
+    for data in context.data_mirrors:  # nothing to copy where the node has it already
+        data.pull()
     failed = trial_dir / ERROR_NAME
     if failed.is_file():  # a deterministic error: a retry would meet it again
         raise TrialError(json.loads(failed.read_text(encoding="utf-8"))["error"])

@@ -1,9 +1,10 @@
-"""Experiments on object storage: an S3-compatible server (moto) on 127.0.0.1 stands in for S3.
+"""Experiments and data on object storage: an S3-compatible server (moto) on 127.0.0.1 stands in
+for S3.
 
 The mirror keeps a local copy and the storage in step both ways (the newer side wins, nothing is
-deleted); a search with ``--experiment s3://...`` leaves its results on the storage, readable
-with polars from there, and a machine with no local copy rebuilds the report from the storage
-alone.
+deleted); a search with ``--data s3://...`` and ``--experiment s3://...`` reads a local copy of
+the data and leaves its results on the storage, readable with polars from there, and a machine
+with no local copy rebuilds the report from the storage alone.
 """
 
 from __future__ import annotations
@@ -98,9 +99,13 @@ def test_a_search_on_s3_leaves_its_results_there_and_reports_from_the_storage_al
     monkeypatch.setenv("ASTRA_CACHE", str(tmp_path / "cache"))
     data = make_tiny_dataset(tmp_path / "data").root
     space = tiny_space(tmp_path / "tiny.yaml", [*tiny_overrides, "train.epochs=1"], trials=1)
+    stored_data = s3("datasets/tiny")
+    assert Mirror.of(stored_data, data).push() > 0  # the dataset on the storage too
     uri = s3("searches/tiny")
-    assert run_search(SearchOptions(space=str(space), data=str(data), experiment=uri, seed=3)) == 0
+    assert run_search(SearchOptions(space=str(space), data=stored_data, experiment=uri, seed=3)) == 0
     assert f"experiment on storage {uri}" in capsys.readouterr().out
+    local_data = Mirror.of(stored_data, kind="data").local  # copied once to this machine, read there
+    assert (local_data / "splits.json").read_text() == (data / "splits.json").read_text()
 
     host_port = uri.split("endpoint_override=")[1].split("&")[0]
     options = {
