@@ -189,6 +189,7 @@ class ClassWindows:
         self.columns = np.concatenate(pieces) if pieces else np.zeros((0, NUM_CLASSES), np.float32)
         self.starts = np.asarray(starts, dtype=np.int64)
         self.owners = owners
+        self._half_of_piece = np.asarray([half for _, half in owners], dtype=np.int8)
         self.max_window_seconds = max_window_seconds
         self._labels_of_class = [
             {game: labels[game].of_class(c) for game in self.games} for c in range(NUM_CLASSES)
@@ -206,19 +207,19 @@ class ClassWindows:
             self.inference.nms_threshold,
         )  # fmt: skip
         piece = np.searchsorted(self.starts, detections.frame, side="right") - 1
-        frames = detections.frame - self.starts[piece]
-        spots: dict[str, list[Spots]] = {}
-        for index in np.unique(piece):
-            game_number, half = self.owners[int(index)]
-            mine = piece == index
-            spots.setdefault(self.games[game_number], []).append(
-                Spots.from_frames(
-                    half, frames[mine], np.full(int(mine.sum()), class_index), detections.score[mine]
-                )
-            )
+        # Grouped by half, in the halves' order (game by game, half 1 then 2), each half's
+        # detections in Soft-NMS's order: one slice per game.
+        order = np.argsort(piece, kind="stable")
+        piece = piece[order]
+        frames = detections.frame[order] - self.starts[piece]
+        halves = self._half_of_piece[piece]
+        scores = detections.score[order]
+        bounds = np.searchsorted(piece, np.arange(0, 2 * len(self.games) + 1, 2))
+        classes = np.full(len(order), class_index)
         # A game where this class has no detection at this window is scored as one (not "missing").
         predictions = {
-            game: Spots.concatenate(spots[game]) if game in spots else Spots.empty() for game in self.games
+            game: Spots.from_frames(halves[a:b], frames[a:b], classes[a:b], scores[a:b])
+            for game, a, b in zip(self.games, bounds[:-1], bounds[1:], strict=True)
         }
         try:
             result = evaluate_spots(
