@@ -20,12 +20,15 @@ Fixtures:
 - ``tiny_config(*overrides)`` and ``tiny_overrides``: a training config small enough to train in
   seconds on the tiny dataset (as a config, or as ``section.key=value`` overrides);
 - ``tiny_games``: the :class:`TinyGame` records of the dataset, to vary with
-  ``dataclasses.replace`` (e.g. shorter halves, ``labels=()``, ``audio_frames=None``).
+  ``dataclasses.replace`` (e.g. shorter halves, ``labels=()``, ``audio_frames=None``);
+- ``local_ray``: a Ray of the test's own (``RAY_TMPDIR`` in a temporary folder, no ``RAY_ADDRESS``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,3 +248,13 @@ def tiny_config() -> Callable[..., ExperimentConfig]:
 def tiny_overrides() -> list[str]:
     """The tiny training config as ``section.key=value`` overrides (for a child process)."""
     return list(TINY)
+
+
+@pytest.fixture
+def local_ray(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """A Ray of this test's own (started by the code under test), in a temporary folder removed
+    afterwards, whatever cluster this machine knows of."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -42,15 +40,6 @@ def test_a_member_without_its_config_or_best_epoch_is_named(tmp_path: Path) -> N
 def test_p2_needs_the_challenge_split(tmp_path: Path) -> None:
     with pytest.raises(EnsembleError, match=r"--protocol p2 retrains .* add --split challenge"):
         build_ensemble(EnsembleOptions(experiment=str(tmp_path), protocol="p2"))
-
-
-@pytest.fixture
-def local_ray(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    """A Ray of this test's own, in a temporary folder removed afterwards."""
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
-    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
-    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
 def _experiment(tmp_path: Path, data, tiny_config, trials: dict[str, tuple[str, ...]]) -> Path:

@@ -9,8 +9,6 @@ relies on.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,15 +26,6 @@ def _settings(tiny_overrides: list[str]) -> list[str]:
     """The tiny config, trained for one epoch (validated: the last epoch always is)."""
     kept = [o for o in tiny_overrides if not o.startswith(("train.epochs=", "train.warmup_epochs="))]
     return [*kept, "train.epochs=1", "train.warmup_epochs=0"]
-
-
-@pytest.fixture
-def local_ray(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    """A Ray of this test's own, in a temporary folder removed afterwards."""
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
-    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
-    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
 def test_p1_trains_two_rows_over_two_seeds_reports_and_resumes_without_training(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,14 +87,10 @@ def test_a_search_on_s3_leaves_its_results_there_and_reports_from_the_storage_al
     tiny_overrides: list[str],
     tiny_space: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    local_ray: None,
 ) -> None:
     from astra.search.run import SearchOptions, run_search
 
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
-    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
-    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("ASTRA_CACHE", str(tmp_path / "cache"))
     data = make_tiny_dataset(tmp_path / "data").root
     space = tiny_space(tmp_path / "tiny.yaml", [*tiny_overrides, "train.epochs=1"], trials=1)
