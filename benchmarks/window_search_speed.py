@@ -10,13 +10,21 @@ trial does, on one core; the script prints its time, the evaluations, and the a-
 windows it chose (on these outputs: the figures are speeds and a comparison, not a score).
 
     python benchmarks/window_search_speed.py [--games 100] [--trials-per-class 20 40] [--seed 0]
+    python benchmarks/window_search_speed.py --baseline DIR [--rounds 4] [--method grid]
+
+With ``--baseline DIR`` (a checkout of another commit) the script instead times that checkout's
+``astra/search/windows.py`` against this one's, in this process, on the same outputs, alternating
+which goes first in each round; everything else (Soft-NMS, the evaluator) is this tree's.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -82,8 +90,14 @@ def main() -> None:
         help="Optuna budgets to time (default 20, the shipped spaces', and 40, the function's default)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", type=Path, help="a checkout whose windows.py to time against this one")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds with --baseline")
+    parser.add_argument("--method", default="grid", choices=("grid", "optuna"), help="with --baseline")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.baseline is not None:
+        compare(args)
+        return
 
     started = time.perf_counter()
     labels, outputs = synthetic_split(args.games, args.seed)
@@ -116,6 +130,36 @@ def main() -> None:
             f"{int((np.abs(ap - grid) <= 1e-12).sum())} equal, {int((ap < grid - 1e-12).sum())} worse "
             f"(largest shortfall {max(0.0, float((grid - ap).max())):.4f} AP)"
         )
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This tree's window search against ``args.baseline``'s, alternating, on the same outputs."""
+    path = args.baseline / "astra" / "search" / "windows.py"
+    spec = importlib.util.spec_from_file_location("baseline_windows", path)
+    assert spec is not None and spec.loader is not None, path
+    baseline = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = baseline  # dataclasses look their module up there
+    spec.loader.exec_module(baseline)
+    labels, outputs = synthetic_split(args.games, args.seed)
+    inference = InferenceConfig()
+    sides = {"baseline": baseline.search_windows, "this tree": search_windows}
+    print(f"{args.games} games, {args.method} search, {args.rounds} rounds; seconds per search")
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for round_number in range(args.rounds):
+        order = list(sides) if round_number % 2 == 0 else list(sides)[::-1]
+        found = {}
+        for name in order:
+            started = time.perf_counter()
+            found[name] = sides[name](labels, outputs, inference, metric="tight", method=args.method)
+            times[name].append(time.perf_counter() - started)
+        same = found["baseline"].windows_seconds == found["this tree"].windows_seconds
+        print(
+            f"round {round_number + 1} ({order[0]} first): baseline {times['baseline'][-1]:.1f}, this tree "
+            f"{times['this tree'][-1]:.1f}, ratio {times['baseline'][-1] / times['this tree'][-1]:.2f}x, "
+            f"same windows {same}, a-mAP {found['this tree'].a_map:.4f}"
+        )
+    ratios = sorted(b / t for b, t in zip(times["baseline"], times["this tree"], strict=True))
+    print(f"median ratio {float(np.median(ratios)):.2f}x (per round {ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
 
 
 if __name__ == "__main__":
