@@ -104,6 +104,11 @@ def run_search(options: SearchOptions) -> int:
         else:
             brought = mirror.pull()
             log.info("%s: local copy %s (%d file(s) brought)", mirror.uri, mirror.local, brought)
+            if (options.report or options.resume) and not (mirror.local / DEFINITION_NAME).is_file():
+                raise SearchError(
+                    f"{mirror.uri}: no search experiment there (no {DEFINITION_NAME}) to "
+                    + ("report on" if options.report else "resume")
+                )
         options = dataclasses.replace(options, experiment=str(mirror.local))
     data_mirrors = []
     for name in ("data", "features_root", "audio_root"):  # copied once per machine, then read locally

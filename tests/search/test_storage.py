@@ -89,7 +89,7 @@ def test_a_search_on_s3_leaves_its_results_there_and_reports_from_the_storage_al
     monkeypatch: pytest.MonkeyPatch,
     local_ray: None,
 ) -> None:
-    from astra.search.run import SearchOptions, run_search
+    from astra.search.run import SearchError, SearchOptions, run_search
 
     monkeypatch.setenv("ASTRA_CACHE", str(tmp_path / "cache"))
     data = make_tiny_dataset(tmp_path / "data").root
@@ -115,6 +115,8 @@ def test_a_search_on_s3_leaves_its_results_there_and_reports_from_the_storage_al
     assert (stored.local / "trials" / trial / "result.json").is_file()
     assert (stored.local / "trials" / trial / "run" / "checkpoints" / "best.pt").is_file()
 
+    with pytest.raises(SearchError, match=r"s3://bucket/searches/elsewhere\?.*: no search experiment there"):
+        run_search(SearchOptions(experiment=s3("searches/elsewhere"), report=True))
     # A new machine: no local copy. The report is rebuilt from what the storage holds.
     shutil.rmtree(tmp_path / "cache")
     (stored.local / "summary.md").unlink(missing_ok=True)
