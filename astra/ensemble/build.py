@@ -22,6 +22,7 @@ server would say.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -90,7 +91,7 @@ class Experiment:
     base: ExperimentConfig
     roots: DataRoots
     candidates: list[Candidate] = field(default_factory=list)
-    space: Path | None = None  # the search space file, for the resources of a P2 retraining
+    resources: dict[str, Any] | None = None  # one trial's, as the search recorded them (P2 retrains so)
 
 
 def read_experiment(folder: str | Path) -> Experiment:
@@ -112,9 +113,15 @@ def read_experiment(folder: str | Path) -> Experiment:
         )  # fmt: skip
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise EnsembleError(f"{definition}: damaged ({error})") from None
-    experiment = Experiment(
-        folder, base, roots, space=Path(recorded["space"]) if recorded.get("space") else None
-    )
+    resources = recorded.get("resources")
+    if resources is None and recorded.get("space") and Path(recorded["space"]).is_file():
+        from astra.search.space import SpaceError, load_space
+
+        try:  # a search recorded before its resources were: its space file says them
+            resources = dataclasses.asdict(load_space(recorded["space"]).resources)
+        except SpaceError:
+            resources = None
+    experiment = Experiment(folder, base, roots, resources=resources)
     for trial in sorted((folder / "trials").glob("*/result.json")):
         try:
             result = json.loads(trial.read_text(encoding="utf-8"))
@@ -158,7 +165,9 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     out = (
         Path(options.out)
         if options.out
-        else experiment.folder / "ensembles" / f"{options.selection}-top{options.top}"
+        else experiment.folder
+        / "ensembles"
+        / f"{options.selection}-top{options.top}{'-p2' if options.protocol == 'p2' else ''}"
     )
     pool = sorted(experiment.candidates, key=lambda c: -c.valid_score)[: options.pool]
     by_id = {c.trial_id: c for c in pool}
@@ -345,15 +354,22 @@ def _retrain_members(
     """Protocol P2 (:mod:`astra.ensemble.p2`): each member retrained on train+valid+test, with the
     search space's resources per member, then predicting ``split``; their per-position folders."""
     from astra.ensemble.p2 import P2Error, plan_retraining, retrain
-    from astra.search.space import Resources, SpaceError, load_space
+    from astra.search.space import Resources
 
     by_id = {c.trial_id: c for c in experiment.candidates}
-    resources = Resources()
-    if experiment.space is not None and experiment.space.is_file():
-        try:
-            resources = load_space(experiment.space).resources
-        except SpaceError as error:
-            log.warning("%s; P2 retrains with one CPU per member", error)
+    if experiment.resources is None:
+        raise EnsembleError(
+            f"{experiment.folder / 'search.json'}: records no resources per trial, and its space file is "
+            "gone; run python run_search.py --experiment DIR once more to record them"
+        )
+    try:
+        resources = Resources(**experiment.resources)
+    except TypeError as error:
+        raise EnsembleError(f"{experiment.folder / 'search.json'}: resources: {error}") from None
+    log.info(
+        "P2: %d worker(s) x (%g CPU, %g GPU) per member, as the search's trials",
+        resources.workers, resources.cpus_per_worker, resources.gpus_per_worker,
+    )  # fmt: skip
     try:
         retrainings = plan_retraining([(t, by_id[t].folder, by_id[t].result) for t in weights], out)
         return retrain(

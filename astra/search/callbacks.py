@@ -34,10 +34,22 @@ class ResultsTable(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.statuses[trial.trial_id] = "running"
+        self._push_state()  # a new trial is on the storage's record before it trains
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.statuses[trial.trial_id] = "running"
         self._write(force=False)
+
+    def _push_state(self) -> None:
+        """Ray Tune's state and the Optuna study to the storage: what a driver started elsewhere
+        resumes from, should this one be lost."""
+        if self.mirror is None:
+            return
+        try:
+            for sub in ("tune", "study.db", "search.json"):
+                self.mirror.push(sub)
+        except (OSError, ValueError) as error:
+            log.warning("could not copy the search's state to %s: %s", self.mirror.uri, error)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.statuses.pop(trial.trial_id, None)  # finished or stopped: the trial's files say which

@@ -151,7 +151,10 @@ def make_plan(options: SearchOptions) -> Plan:
         definition = _read_definition(experiment)
         if definition is None:
             raise SearchError(f"{experiment}: not a search experiment folder (no {DEFINITION_NAME})")
-        options = SearchOptions(**{**definition["options"], "report": True, "experiment": str(experiment)})
+        recorded = dict(definition["options"])
+        if recorded.get("storage") == _default_storage(Path(recorded.get("experiment") or experiment)):
+            recorded["storage"] = None  # the study file of the folder, wherever it is now
+        options = SearchOptions(**{**recorded, "report": True, "experiment": str(experiment)})
     space = load_space(options.space)
     searched = sorted({o.partition("=")[0].strip() for o in options.overrides} & set(space.parameters))
     if searched:
@@ -178,7 +181,7 @@ def make_plan(options: SearchOptions) -> Plan:
     concurrent = options.concurrent or space.budget.concurrent
     if trials < 1 or concurrent < 1:
         raise SearchError(f"--trials and --concurrent must be >= 1, got {trials} and {concurrent}")
-    storage = options.storage or f"sqlite:///{(experiment / STUDY_NAME).resolve()}"
+    storage = options.storage or _default_storage(experiment)
     return Plan(space, base, roots, experiment, trials, concurrent, storage, options.seed, options)
 
 
@@ -494,14 +497,30 @@ def _outcome(plan: Plan, rows: list[dict[str, Any]], seconds: float, summary: Pa
     return "\n".join(lines)
 
 
+def _default_storage(experiment: Path) -> str:
+    """The Optuna study of an experiment folder when no --storage is given: its own SQLite file."""
+    return f"sqlite:///{(experiment / STUDY_NAME).resolve()}"
+
+
 def _claim_experiment(plan: Plan) -> None:
-    """Record what defines the search; refuse a folder that holds another search."""
+    """Record what defines the search; refuse a folder that holds another search, or a study
+    other than its own."""
     assert plan.roots is not None
+    data = {k: str(v) for k, v in plan.roots.__dict__.items()}
+    # Where the data comes from: a root copied from object storage is named by its URI, so that
+    # the search resumes from another machine (another cache folder) all the same.
+    sources = dict(data)
+    for mirror in plan.data_mirrors:
+        for key, value in data.items():
+            if Path(value) == mirror.local or Path(value).is_relative_to(mirror.local):
+                sources[key] = mirror.uri + value[len(str(mirror.local)) :]
     definition = {
         "space": str(plan.space.path),
         "space_sha256": hashlib.sha256(plan.space.path.read_bytes()).hexdigest(),
         "base_config": plan.base.to_dict(),
-        "data": {k: str(v) for k, v in plan.roots.__dict__.items()},
+        "data": data,
+        "data_sources": sources,
+        "resources": dataclasses.asdict(plan.space.resources),
         "options": {
             **{k: v for k, v in plan.options.__dict__.items() if k not in ("dry_run", "report", "resume")},
             "data": str(plan.roots.labels),
@@ -514,13 +533,23 @@ def _claim_experiment(plan: Plan) -> None:
         definition["experiment_uri"] = plan.mirror.uri
     recorded = _read_definition(plan.experiment)
     if recorded is not None:
+        data_key = "data_sources" if "data_sources" in recorded else "data"
         differs = [
-            key for key in ("space_sha256", "base_config", "data") if recorded.get(key) != definition[key]
+            key.replace("_sources", "")
+            for key in ("space_sha256", "base_config", data_key)
+            if recorded.get(key) != definition[key]
         ]
         if differs:
             raise SearchError(
                 f"{plan.experiment} holds another search (its {', '.join(differs)} differ): use another "
                 "--experiment, or the same space, configs, settings and data to continue it"
+            )
+        study = recorded.get("options", {}).get("storage")
+        own = _default_storage(Path(recorded.get("options", {}).get("experiment") or plan.experiment))
+        if study and study != own and study != plan.storage:
+            raise SearchError(
+                f"{plan.experiment}: its Optuna study is in {study}; give --storage {study} to continue "
+                "this search (without it a new, empty study would be started)"
             )
         if not (plan.experiment / TUNE_NAME).is_dir():
             log.info("%s: no Ray Tune state yet; starting the search", plan.experiment)

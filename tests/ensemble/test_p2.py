@@ -56,7 +56,8 @@ def _experiment(tmp_path: Path, data, tiny_config, trials: dict[str, tuple[str, 
         "labels": str(data.root), "features": str(data.root), "audio": str(data.root),
         "features_pattern": roots.features_pattern, "audio_pattern": roots.audio_pattern,
     }  # fmt: skip
-    definition = {"base_config": base.to_dict(), "data": data_roots}
+    resources = {"workers": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0}
+    definition = {"base_config": base.to_dict(), "data": data_roots, "resources": resources}
     (folder / "search.json").write_text(json.dumps(definition), encoding="utf-8")
     rng = np.random.default_rng(0)
     for number, (trial, overrides) in enumerate(trials.items()):

@@ -9,8 +9,6 @@ with no local copy rebuilds the report from the storage alone.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,9 +115,12 @@ def test_a_search_on_s3_leaves_its_results_there_and_reports_from_the_storage_al
 
     with pytest.raises(SearchError, match=r"s3://bucket/searches/elsewhere\?.*: no search experiment there"):
         run_search(SearchOptions(experiment=s3("searches/elsewhere"), report=True))
-    # A new machine: no local copy. The report is rebuilt from what the storage holds.
-    shutil.rmtree(tmp_path / "cache")
-    (stored.local / "summary.md").unlink(missing_ok=True)
+    # A new machine: another cache folder, nothing local. The report is rebuilt from what the
+    # storage holds, and the search resumes there (its one trial is done: nothing trains).
+    monkeypatch.setenv("ASTRA_CACHE", str(tmp_path / "elsewhere"))
     assert run_search(SearchOptions(experiment=uri, report=True)) == 0
     assert "1 trials ->" in capsys.readouterr().out
-    assert os.path.isfile(Mirror.of(uri).local / "summary.md")
+    assert (Mirror.of(uri).local / "summary.md").is_file()
+    assert Mirror.of(uri).local.is_relative_to(tmp_path / "elsewhere")
+    assert run_search(SearchOptions(space=str(space), data=stored_data, experiment=uri, seed=3)) == 0
+    assert pl.read_parquet(Mirror.of(uri).local / "results.parquet")["status"].to_list() == ["finished"]
