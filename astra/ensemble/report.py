@@ -71,7 +71,13 @@ def write_report(
         lines += [
             "## Challenge submission",
             "",
-            f"`{challenge['submission']}` ({challenge['games']} games).",
+            f"`{challenge['submission']}` ({challenge['games']} games), "
+            + (
+                "averaging the members retrained under protocol P2 (train+valid+test, each for its "
+                "trial's best epoch; `p2/`)."
+                if challenge.get("protocol") == "p2"
+                else "averaging the members as the search trained them (train only)."
+            ),
         ]
         known = challenge.get("withheld_labels")
         if known:

@@ -115,6 +115,7 @@ def test_build_with_p2_retrains_each_member_and_submits_their_challenge_average(
     ]
     np.testing.assert_allclose(written[1], (retrained[0][1] + retrained[1][1]) / 2, atol=2e-3)
     assert not (experiment / "trials" / "t1" / "challenge").exists()
+    assert "retrained under protocol P2" in (out / "report.md").read_text(encoding="utf-8")
     with zipfile.ZipFile(out / "challenge" / "predictions.zip") as archive:
         assert f"{challenge.name}/results_spotting.json" in archive.namelist()
 
