@@ -613,6 +613,12 @@ def _log_epoch(writer: Any, metrics: dict[str, float], config: ExperimentConfig,
         if name != "valid_tight_a_map" or metrics["validated"]:  # no stale points in the curve
             writer.add_scalar(name, value, record.epoch + 1)
     writer.flush()
+    if not config.data.valid_split:  # no held-out split (protocol P2): nothing is validated
+        log.info(
+            "epoch %d/%d  loss %.4f  (no held-out split: kept as best.pt)  %.0f s",
+            record.epoch + 1, config.train.epochs, metrics["train_loss"], metrics["epoch_seconds"],
+        )  # fmt: skip
+        return
     validated = f"{record.last_valid:.4f}" if metrics["validated"] else "-     "
     log.info(
         "epoch %d/%d  loss %.4f  valid tight a-mAP %s  (best %.4f at epoch %d)  %.0f s",
