@@ -96,6 +96,14 @@ class Experiment:
 
 def read_experiment(folder: str | Path) -> Experiment:
     """The experiment's base config, data roots and finished trials; named errors otherwise."""
+    from astra.storage import Mirror, is_remote
+
+    if is_remote(str(folder)):
+        raise EnsembleError(
+            f"{folder}: an experiment on object storage; ensembles read a local folder: run python "
+            f"run_search.py --experiment '{folder}' --report, then pass the local copy it names "
+            f"({Mirror.of(str(folder)).local})"
+        )
     folder = Path(folder)
     definition = folder / "search.json"
     if not (folder / "results.parquet").is_file() or not definition.is_file():

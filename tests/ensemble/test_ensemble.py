@@ -192,6 +192,8 @@ def _labels_of(experiment: Path, split: str):
 def test_bad_input_is_named(experiment: Path, tmp_path: Path) -> None:
     with pytest.raises(EnsembleError, match=r"no results\.parquet"):
         build_ensemble(EnsembleOptions(experiment=str(tmp_path / "nowhere")))
+    with pytest.raises(EnsembleError, match=r"s3://bucket/exp: an experiment on object storage.*--report"):
+        build_ensemble(EnsembleOptions(experiment="s3://bucket/exp"))
     with pytest.raises(EnsembleError, match="--top must be at least 1, got 0"):
         build_ensemble(EnsembleOptions(experiment=str(experiment), top=0))
     with pytest.raises(SelectionError, match="unknown selection"):
