@@ -136,8 +136,12 @@ def run_search(options: SearchOptions) -> int:
         outcome = _tune(plan)
     finally:
         if mirror is not None:  # whatever happened, what was done is on the storage
-            copied = mirror.push()
-            log.info("%s: %d file(s) copied to the storage", mirror.uri, copied)
+            try:
+                log.info("%s: %d file(s) copied to the storage", mirror.uri, mirror.push())
+            except (OSError, ValueError) as error:  # never hides the search's own error
+                log.error(
+                    "could not copy %s to %s: %s; run again to copy it", mirror.local, mirror.uri, error
+                )
     print(outcome)
     if mirror is not None:
         print(f"experiment on storage {mirror.uri} (local copy {mirror.local})")
