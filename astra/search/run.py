@@ -134,14 +134,15 @@ def run_search(options: SearchOptions) -> int:
     print(describe(plan))
     try:
         outcome = _tune(plan)
-    finally:
-        if mirror is not None:  # whatever happened, what was done is on the storage
+    except BaseException:
+        if mirror is not None:  # what was done is on the storage, without hiding the search's error
             try:
-                log.info("%s: %d file(s) copied to the storage", mirror.uri, mirror.push())
-            except (OSError, ValueError) as error:  # never hides the search's own error
-                log.error(
-                    "could not copy %s to %s: %s; run again to copy it", mirror.local, mirror.uri, error
-                )
+                mirror.push()
+            except (OSError, ValueError) as error:
+                log.error("could not copy %s to %s: %s", mirror.local, mirror.uri, error)
+        raise
+    if mirror is not None:
+        log.info("%s: %d file(s) copied to the storage", mirror.uri, mirror.push())
     print(outcome)
     if mirror is not None:
         print(f"experiment on storage {mirror.uri} (local copy {mirror.local})")
