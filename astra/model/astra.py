@@ -140,6 +140,7 @@ def build_model(model: ModelConfig, clips: ClipConfig, *, load_pretrained: bool 
             ),
             locality_slope=model.encoder_locality_bias,
             head_ratio=model.locality_bias_head_ratio,
+            block_attention=model.encoder_block_attention,
         ),
         decoder=nn.TransformerDecoder(decoder_layer, model.decoder_layers),
         # One query per output position; uniform [0, 1) initialisation, as the authors.

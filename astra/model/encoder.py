@@ -84,6 +84,7 @@ class HierarchicalEncoder(nn.Module):
         token_times: torch.Tensor | None = None,
         locality_slope: float = 0.0,
         head_ratio: float = 1.0,
+        block_attention: bool = False,
     ) -> None:
         super().__init__()
         for segments in segments_per_layer:
@@ -110,9 +111,25 @@ class HierarchicalEncoder(nn.Module):
             # With per-head slopes (head_ratio != 1, as ALiBi) the masks are [heads, N, N].
             penalty = token_distance_penalty(token_times, head_slopes(locality_slope, head_ratio, num_heads))
             for segments in sorted(set(segments_per_layer)):
+                if block_attention and dropout == 0 and segments > 1:
+                    # One bias block per segment, its tokens as _apply_segmented lays them out: the
+                    # equal segments' blocks stacked [s - 1, (heads,) n, n], the last one apart.
+                    blocks = [
+                        penalty[..., order[:, None], order[None, :]]
+                        for order in _segment_token_orders(num_visual_tokens, num_audio_tokens, segments)
+                    ]
+                    self.register_buffer(
+                        f"segment_bias_{segments}", torch.stack(blocks[:-1]), persistent=False
+                    )
+                    self.register_buffer(f"last_segment_bias_{segments}", blocks[-1], persistent=False)
+                    continue
                 segment = _segment_of_tokens(num_visual_tokens, num_audio_tokens, segments)
                 bias = penalty.masked_fill(segment[:, None] != segment[None, :], float("-inf"))
                 self.register_buffer(f"self_attention_bias_{segments}", bias, persistent=False)
+        # Dropout inside the layers would draw its masks over other shapes in blocks: the same
+        # distribution but other values. The switch acts on a dropout-free encoder only.
+        self.block_attention = self.biased and block_attention and dropout == 0
+        self.num_heads = num_heads
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(
                 d_model,
@@ -138,6 +155,9 @@ class HierarchicalEncoder(nn.Module):
             torch.backends.mha.set_fastpath_enabled(False)
             try:
                 for layer, segments in zip(self.layers, self.segments_per_layer, strict=True):
+                    if self.block_attention and segments > 1:
+                        tokens = self._apply_segmented(layer, tokens, segments)
+                        continue
                     bias = getattr(self, f"self_attention_bias_{segments}").to(tokens.dtype)
                     tokens = layer(tokens, src_mask=per_batch_mask(bias, tokens.shape[0]))
             finally:
@@ -164,17 +184,26 @@ class HierarchicalEncoder(nn.Module):
             dim=2,
         )
         last = torch.cat([visual[:, (segments - 1) * seg_v :], audio[:, (segments - 1) * seg_a :]], dim=1)
+        equal_mask = last_mask = stacked_mask = None
+        if self.block_attention:
+            # The locality bias of each segment's tokens: [B * segments * heads, n, n] masks.
+            equal_bias = getattr(self, f"segment_bias_{segments}").to(tokens.dtype)
+            last_bias = getattr(self, f"last_segment_bias_{segments}").to(tokens.dtype)
+            equal_mask = self._sequence_masks(equal_bias, batch)
+            last_mask = per_batch_mask(last_bias, batch)
+            if (rest_v, rest_a) == (seg_v, seg_a):
+                stacked_mask = self._sequence_masks(torch.cat([equal_bias, last_bias[None]]), batch)
         if (rest_v, rest_a) == (seg_v, seg_a):
             # All segments alike: one batched call over [B * s, seg_v + seg_a, d].
             stacked = torch.cat([equal, last[:, None]], dim=1)
-            out = layer(stacked.reshape(batch * segments, seg_v + seg_a, d_model))
+            out = layer(stacked.reshape(batch * segments, seg_v + seg_a, d_model), src_mask=stacked_mask)
             out = out.reshape(batch, segments, seg_v + seg_a, d_model)
             out_visual = out[:, :, :seg_v].reshape(batch, n_v, d_model)
             out_audio = out[:, :, seg_v:].reshape(batch, n_a, d_model)
             return torch.cat([out_visual, out_audio], dim=1)
-        out_equal = layer(equal.reshape(batch * (segments - 1), seg_v + seg_a, d_model))
+        out_equal = layer(equal.reshape(batch * (segments - 1), seg_v + seg_a, d_model), src_mask=equal_mask)
         out_equal = out_equal.reshape(batch, segments - 1, seg_v + seg_a, d_model)
-        out_last = layer(last)  # [B, rest_v + rest_a, d]
+        out_last = layer(last, src_mask=last_mask)  # [B, rest_v + rest_a, d]
         return torch.cat(
             [
                 out_equal[:, :, :seg_v].reshape(batch, (segments - 1) * seg_v, d_model),
@@ -184,6 +213,32 @@ class HierarchicalEncoder(nn.Module):
             ],
             dim=1,
         )
+
+    def _sequence_masks(self, bias: torch.Tensor, batch: int) -> torch.Tensor:
+        """``[k, n, n]`` (or ``[k, heads, n, n]``) bias blocks of ``k`` segments -> the
+        ``[batch * k * heads, n, n]`` mask of the ``batch * k`` segment sequences (batch-major, as
+        ``_apply_segmented`` stacks them and ``nn.MultiheadAttention`` reads a 3-D mask)."""
+        if bias.dim() == 3:
+            bias = bias[:, None].expand(-1, self.num_heads, -1, -1)
+        count, heads, rows, columns = bias.shape
+        return bias.expand(batch, count, heads, rows, columns).reshape(batch * count * heads, rows, columns)
+
+
+def _segment_token_orders(num_visual: int, num_audio: int, segments: int) -> list[torch.Tensor]:
+    """The token indices of each segment, visual then audio tokens, as ``_apply_segmented`` joins them."""
+    # Worked out on the host (no data-dependent op on the tensor: models are also built on "meta").
+    counts = [
+        (count // segments, count - (segments - 1) * (count // segments)) for count in (num_visual, num_audio)
+    ]
+    orders = []
+    for index in range(segments):
+        parts, offset = [], 0
+        for count, (equal, last) in zip((num_visual, num_audio), counts, strict=True):
+            first = index * equal
+            parts.extend(range(offset + first, offset + first + (last if index == segments - 1 else equal)))
+            offset += count
+        orders.append(torch.tensor(parts, dtype=torch.long))
+    return orders
 
 
 def _segment_of_tokens(num_visual: int, num_audio: int, segments: int) -> torch.Tensor:

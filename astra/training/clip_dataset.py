@@ -15,6 +15,7 @@ import torch
 from astra.config import ClipConfig
 from astra.data.clips import encode_targets, slice_clips, training_clip_starts
 from astra.data.dataset import Half
+from astra.training.pooled_audio import ClipAudioFromHalves
 
 
 def epoch_plan(
@@ -61,7 +62,9 @@ class ClipDataset(torch.utils.data.Dataset):
     model's ``prepare_audio``, ``train.prepare_audio_in_loader``) the audio is what it returns for
     the clip, ``[*input_shape]``: the model's audio input, which the training step then skips
     preparing. It is element-wise, per-clip maxima and pools of each clip: clip by clip, the same
-    values as for the batch.
+    values as for the batch. With ``pooled_audio`` (``train.training_audio_from_half``) a clip
+    whose input its half's pools hold takes it from there (the same values, bit for bit), the
+    others their own ``prepare_audio``.
     """
 
     def __init__(
@@ -72,12 +75,16 @@ class ClipDataset(torch.utils.data.Dataset):
         *,
         with_audio: bool,
         prepare_audio: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        pooled_audio: ClipAudioFromHalves | None = None,
     ) -> None:
         self.halves = halves
         self.plan = plan
         self.clips = clips
         self.with_audio = with_audio
         self.prepare_audio = prepare_audio if with_audio else None
+        if pooled_audio is not None and self.prepare_audio is None:
+            raise ValueError("pooled audio inputs need prepare_audio for the clips whose floor binds")
+        self.pooled_audio = pooled_audio if with_audio else None
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -86,7 +93,11 @@ class ClipDataset(torch.utils.data.Dataset):
         half_index, start = self.plan[index]
         half = self.halves[int(half_index)]
         starts = np.array([start], dtype=np.int64)
-        features, audio = slice_clips(half, starts, self.clips.clip_seconds, with_audio=self.with_audio)
+        pooled = None
+        if self.pooled_audio is not None:
+            pooled = self.pooled_audio.clip_input(int(half_index), int(start))
+        with_audio = self.with_audio and pooled is None
+        features, audio = slice_clips(half, starts, self.clips.clip_seconds, with_audio=with_audio)
         classification, displacement = encode_targets(
             half.annotations,
             starts,
@@ -95,6 +106,8 @@ class ClipDataset(torch.utils.data.Dataset):
             self.clips.class_radius_seconds,
             self.clips.displacement_radius_seconds,
         )
+        if pooled is not None:
+            return features[0], pooled, classification[0], displacement[0]
         if audio is None:
             return features[0], np.zeros(0, dtype=np.float32), classification[0], displacement[0]
         if self.prepare_audio is not None:

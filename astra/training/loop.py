@@ -40,6 +40,7 @@ from astra.progress import progress as progress_bar
 from astra.training.checkpoint import load as load_checkpoint
 from astra.training.clip_dataset import ClipDataset, epoch_plan, shard
 from astra.training.host_memory import reuse_freed_memory
+from astra.training.pooled_audio import ClipAudioFromHalves
 from astra.training.run_folder import RunFolder
 from astra.training.schedule import warmup_cosine
 from astra.training.validation_audio import predict_half_pooled
@@ -113,6 +114,7 @@ def fit(
     resumes = folder.resumes(resume_path, restart=restart)  # asked before record clears the folder
     train_halves, valid_halves = load_training_data(config, roots)
     session = TrainingSession.build(config, train_halves, placement, resume=resumes)
+    pooled_audio = clip_audio_from_halves(session.core, train_halves, config)
     if placement.is_main:  # the data is usable (read, whitening fitted): the folder becomes this run's
         folder.record(config, roots, resume_path=resume_path, restart=restart)
     if resumes:
@@ -139,7 +141,7 @@ def fit(
             description = f"epoch {epoch + 1}/{config.train.epochs}"
             train_loss, parts = train_epoch(
                 session, train_halves, config, epoch, show_progress=progress and placement.is_main,
-                description=description,
+                description=description, pooled_audio=pooled_audio,
             )  # fmt: skip
             valid = None
             if _validation_due(config, epoch):
@@ -173,6 +175,20 @@ def fit(
         if writer is not None:
             writer.close()
     return session.record.result(folder.checkpoints)
+
+
+def clip_audio_from_halves(
+    model: AstraModel, halves: Sequence[Half], config: ExperimentConfig
+) -> ClipAudioFromHalves | None:
+    """The training clips' audio inputs pooled once per half (``train.training_audio_from_half``),
+    or None: the switch off, no audio, or a front end that does not pool in ``prepare`` (whose
+    clips take their own pass)."""
+    frontend = model.audio_frontend
+    if not (config.train.training_audio_from_half and config.model.use_audio):
+        return None
+    if frontend is None or not frontend.pools_early:
+        return None
+    return ClipAudioFromHalves(halves, frontend)
 
 
 def load_training_data(config: ExperimentConfig, roots: DataRoots) -> tuple[list[Half], list[Half]]:
@@ -365,8 +381,11 @@ def train_epoch(
     *,
     show_progress: bool,
     description: str,
+    pooled_audio: ClipAudioFromHalves | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """One epoch of training steps on this worker's shard; the mean loss and its parts."""
+    """One epoch of training steps on this worker's shard; the mean loss and its parts.
+
+    ``pooled_audio`` (``clip_audio_from_halves``) serves the clips' audio inputs it holds."""
     placement = session.placement
     device = placement.device
     plan = shard(
@@ -378,10 +397,15 @@ def train_epoch(
         placement.batch_per_worker,
     )
     session.model.train()
-    prepare_audio = session.core.prepare_audio if config.train.prepare_audio_in_loader else None
+    prepare_audio = session.core.prepare_audio if config.train.audio_prepared_in_loader else None
     loader = torch.utils.data.DataLoader(
         ClipDataset(
-            halves, plan, config.clips, with_audio=config.model.use_audio, prepare_audio=prepare_audio
+            halves,
+            plan,
+            config.clips,
+            with_audio=config.model.use_audio,
+            prepare_audio=prepare_audio,
+            pooled_audio=pooled_audio,
         ),
         batch_size=placement.batch_per_worker,
         shuffle=False,  # the plan is already shuffled, per seed and epoch
@@ -452,11 +476,12 @@ def train_step(
     # Reference order: audio to log-mel, then mixup of features, audio and targets (and
     # the queue update), then the rest of the network. A model that pools its audio without
     # temporal augmentation pools before mixup (the same mix, 32x less to mix and queue at 8 x 4).
-    # With train.prepare_audio_in_loader the loader has prepared each clip's audio already.
+    # With train.prepare_audio_in_loader (or training_audio_from_half) the loader has prepared
+    # each clip's audio already.
     log_mel = None
     if config.model.use_audio:
         log_mel = audio.to(device, non_blocking=True)
-        if not config.train.prepare_audio_in_loader:
+        if not config.train.audio_prepared_in_loader:
             log_mel = session.core.prepare_audio(log_mel)
     features, log_mel, class_targets, displacement_targets = session.mixup(
         features, log_mel, class_targets, displacement_targets

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from astra.config import ClipConfig, InferenceConfig
 from astra.data.clips import inference_window_starts, slice_audio_frames
 from astra.data.dataset import AUDIO_FRAMES_PER_SECOND, Half
 from astra.inference import half_decibels, predict_half, predict_windows
 from astra.model import AstraModel, AudioFrontEnd
-from astra.model.audio_frontend import DYNAMIC_RANGE_DB
+from astra.training.pooled_audio import HalfPools
 
 
 def pools_from_half(model: AstraModel) -> bool:
@@ -69,7 +68,9 @@ def predict_half_pooled(
 
 class WindowAudioInputs:
     """The audio inputs ``[N, *frontend.input_shape]`` of windows starting at frames ``first_frames``
-    of a half whose decibels (before any floor) are ``decibels`` ``[mel_bins, usable frames]``.
+    of a half whose decibels (before any floor) are ``decibels`` ``[mel_bins, usable frames]``:
+    from the half's pools (``HalfPools``) where the floor does not bind, from the window's own pass
+    elsewhere.
 
     Frames past the usable ones repeat the last, as ``slice_audio_frames`` pads them.
     """
@@ -82,50 +83,20 @@ class WindowAudioInputs:
         self.frontend = frontend
         self.device = device
         self.decibels = decibels
-        self.first_frames = np.asarray(first_frames, dtype=np.int64)
+        self.pools = HalfPools(decibels, frontend, first_frames, device=device)
+        self.first_frames = self.pools.first_frames
+        self.floor_binds = self.pools.floor_binds
         self.clip_frames = frontend.clip_frames
         self.usable_frames = decibels.shape[1]
-        frames, bins = frontend.input_pool
-        self.pool_frames, self.pool_bins = frames, bins
-        self.used_frames = frontend.num_patches * frontend.patch_frames  # the frames the pool reads
-        self.tiles = self.used_frames // frames
-        # The half, padded to the last window's end with its last frame (a view where none is needed).
-        end = int(self.first_frames.max()) + self.clip_frames
-        extended = decibels
-        if end > self.usable_frames:
-            padding = np.broadcast_to(decibels[:, -1:], (decibels.shape[0], end - self.usable_frames))
-            extended = np.concatenate([decibels, padding], axis=1)
-        # Each window's floor and whether it binds: the floor is 80 dB under the maximum of the
-        # window's frames (all of them, as floor_dynamic_range takes it), in float32 as torch has it.
-        frame_max = extended.max(axis=0)
-        frame_min = extended.min(axis=0)
-        self.floor_binds = np.empty(len(self.first_frames), dtype=bool)
-        for index, first in enumerate(self.first_frames):
-            floor = np.float32(frame_max[first : first + self.clip_frames].max()) - np.float32(
-                DYNAMIC_RANGE_DB
-            )
-            self.floor_binds[index] = bool(frame_min[first : first + self.used_frames].min() < floor)
-        # One pool of the half per tile phase of the windows that take their input from it.
-        self.pooled: dict[int, torch.Tensor] = {}
-        half = torch.from_numpy(extended).to(device)
-        for phase in sorted({int(f) % frames for f in self.first_frames[~self.floor_binds]}):
-            tiles = (half.shape[1] - phase) // frames
-            grid = half[:, phase : phase + tiles * frames]
-            # [mel_bins / q, tiles]: AudioFrontEnd.pool's average over q mel bins x p frames.
-            self.pooled[phase] = nn.functional.avg_pool2d(grid[None, None], (bins, frames))[0, 0]
 
     def windows(self, start: int, stop: int) -> torch.Tensor:
         """The inputs of windows ``start .. stop - 1``, ``[stop - start, *input_shape]`` on the device."""
-        firsts = self.first_frames[start:stop]
+        rows = [self.pools.pooled_input(index) for index in range(start, stop)]
         binds = self.floor_binds[start:stop]
-        rows: list[torch.Tensor | None] = [None] * len(firsts)
-        for index, (first, bound) in enumerate(zip(firsts, binds, strict=True)):
-            if not bound:
-                phase = int(first) % self.pool_frames
-                tile = (int(first) - phase) // self.pool_frames
-                rows[index] = self.pooled[phase][:, tile : tile + self.tiles]
         if binds.any():
-            own = slice_audio_frames(self.decibels, firsts[binds], self.clip_frames, self.usable_frames)
+            own = slice_audio_frames(
+                self.decibels, self.first_frames[start:stop][binds], self.clip_frames, self.usable_frames
+            )
             prepared = self.frontend.prepare_decibels(torch.from_numpy(own).to(self.device))
             for index, row in zip(np.flatnonzero(binds), prepared, strict=True):
                 rows[index] = row

@@ -223,3 +223,42 @@ def test_a_model_with_per_head_slopes_runs_and_its_heads_differ() -> None:
     with pytest.raises(ValueError, match="locality_bias_head_ratio"):
         config = load_config([], [*overrides, "model.locality_bias_head_ratio=0"])
         build_model(config.model, config.clips)
+
+
+@pytest.mark.parametrize(("seconds", "audio_tokens"), [(8, 8), (7, 5), (10, 0), (8, 2), (50, 52)])
+@pytest.mark.parametrize("head_ratio", [1.0, 0.25])
+def test_block_attention_is_the_masked_attention(seconds: int, audio_tokens: int, head_ratio: float) -> None:
+    # model.encoder_block_attention: each segment's tokens attend as a sequence of their own with
+    # their bias block, instead of the whole clip with -inf across segments. The same outputs and
+    # the same gradients, to float rounding, in training and in eval mode, with one slope or one per
+    # head; (50, 52) has the small preset's clip length and audio tokens (unequal last segments).
+    def build(block: bool) -> HierarchicalEncoder:
+        torch.manual_seed(0)
+        return HierarchicalEncoder(
+            D_MODEL, 2, 16, 0.0, (4, 2, 1), seconds * EMBEDDINGS, audio_tokens,
+            token_times=_token_times(seconds, audio_tokens), locality_slope=3.0, head_ratio=head_ratio,
+            block_attention=block,
+        )  # fmt: skip
+
+    masked, blocks = build(False), build(True)
+    assert blocks.block_attention and not masked.block_attention
+    assert not hasattr(blocks, "self_attention_bias_4") and hasattr(blocks, "segment_bias_4")
+    tokens = torch.randn(3, seconds * EMBEDDINGS + audio_tokens, D_MODEL, requires_grad=True)
+    expected = masked(tokens)
+    expected_grads = torch.autograd.grad(expected.square().sum(), [tokens, *masked.parameters()])
+    got = blocks(tokens)
+    got_grads = torch.autograd.grad(got.square().sum(), [tokens, *blocks.parameters()])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(blocks.eval()(tokens), masked.eval()(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_block_attention_leaves_an_encoder_with_dropout_as_it_is() -> None:
+    # Dropout masks drawn over the segments' shapes would differ from those of the whole clip.
+    encoder = HierarchicalEncoder(
+        D_MODEL, 2, 16, 0.1, (4, 2, 1), 8 * EMBEDDINGS, 8,
+        token_times=_token_times(8, 8), locality_slope=3.0, block_attention=True,
+    )  # fmt: skip
+    assert not encoder.block_attention and hasattr(encoder, "self_attention_bias_4")
