@@ -386,7 +386,6 @@ def _new_tuner(plan: Plan, trainable: Any, callbacks: list[Any], num_samples: in
     """A Tuner for ``num_samples`` new trials, proposed by the experiment's Optuna study."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from astra.search.trial import METRIC
@@ -404,25 +403,11 @@ def _new_tuner(plan: Plan, trainable: Any, callbacks: list[Any], num_samples: in
         space=space.optuna_space(), metric=METRIC, mode="max", storage=storage,
         study_name=plan.study_name, seed=plan.seed + _trials_started(plan.experiment),
     )  # fmt: skip
-    scheduler = (
-        ASHAScheduler(
-            metric=METRIC,
-            mode="max",
-            time_attr="epoch",
-            max_t=plan.base.train.epochs,
-            grace_period=space.asha.grace_epochs,
-            reduction_factor=space.asha.reduction_factor,
-            # A trial that reaches the last epoch goes on to predict and search its windows.
-            stop_last_trials=False,
-        )
-        if space.asha.enabled
-        else FIFOScheduler()
-    )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler,
+            scheduler=_scheduler(plan),
             num_samples=num_samples,
             max_concurrent_trials=plan.concurrent,
         ),
@@ -436,6 +421,27 @@ def _new_tuner(plan: Plan, trainable: Any, callbacks: list[Any], num_samples: in
             callbacks=callbacks,
             verbose=1,
         ),
+    )
+
+
+def _scheduler(plan: Plan) -> Any:
+    """ASHA on the best validated score by reported epoch (not by report: epochs without validation
+    are not reported), or none; a trial that reports its last epoch is never stopped."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from astra.search.scheduler import LastEpochASHA
+    from astra.search.trial import METRIC
+
+    asha = plan.space.asha
+    if not asha.enabled:
+        return FIFOScheduler()
+    return LastEpochASHA(
+        metric=METRIC,
+        mode="max",
+        time_attr="epoch",
+        max_t=plan.base.train.epochs,
+        grace_period=asha.grace_epochs,
+        reduction_factor=asha.reduction_factor,
     )
 
 
