@@ -95,14 +95,14 @@ def _run_trial(params: Mapping[str, Any], context: TrialContext, trial_id: str, 
 
     started = time.time()
     done = trial_dir / RESULT_NAME
-    config = context.space.trial_config(config_from_dict(context.base), params)
     if done.is_file():  # a finished trial restored by a resumed search: report again, nothing else
         ray.tune.report(json.loads(done.read_text(encoding="utf-8"))["last_report"])
         return
-    if not (trial_dir / PARAMS_NAME).is_file():
+    if not (trial_dir / PARAMS_NAME).is_file():  # first: a drawn config that cannot train is shown
         proposed = {path: context.space.parameters[path].decode(v) for path, v in params.items()}
         with atomic_write(trial_dir / PARAMS_NAME, "w") as f:
             json.dump({"created": time.time(), "params": proposed}, f, indent=1)
+    config = context.space.trial_config(config_from_dict(context.base), params)
     last_report: dict[str, float] = {}
 
     def report(metrics: dict[str, float], _: Path | None) -> None:
