@@ -37,7 +37,13 @@ from astra.config import ExperimentConfig, config_from_dict, replace
 from astra.data.dataset import DataRoots
 from astra.data.labels import Annotations, read_labels
 from astra.data.splits import games_of_split
-from astra.ensemble.outputs import MemberOutputs, averaged_games, correlations, score_ensembles
+from astra.ensemble.outputs import (
+    AveragedOutputs,
+    MemberOutputs,
+    averaged_games,
+    correlations,
+    score_ensembles,
+)
 from astra.ensemble.selection import SELECTIONS, SelectionError, select
 from astra.evaluation.average_map import EvaluationError, evaluate_dense
 from astra.files import atomic_write
@@ -221,17 +227,16 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     from astra.prediction import write_prediction
     from astra.search.windows import search_windows
 
-    valid_average = dict(averaged_games(members_of[valid], weights))
+    # Read game by game: the window search keeps its own columns of the split, nothing else does.
     windows = search_windows(
         labels[valid],
-        valid_average,
+        AveragedOutputs(members_of[valid], weights),
         base.inference,
         metric="tight",
         method="optuna",
         split=valid,
         seed=options.seed,
     )
-    del valid_average
     searched = replace(base, {"inference.nms_windows_seconds": list(windows.windows_seconds)}).inference
     source = {"experiment": str(experiment.folder), "members": dict(weights)}
     scores: dict[str, dict[str, Any]] = {}

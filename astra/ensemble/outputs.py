@@ -96,6 +96,30 @@ def averaged_games(
         yield game, average(members.game(game, list(weights)), weights)
 
 
+class AveragedOutputs(Mapping[str, Halves]):
+    """The ensemble's averaged outputs of a split as a read-only mapping ``{game: halves}``, each
+    game averaged from its members' files when asked for: nothing is held between two look-ups."""
+
+    def __init__(self, members: MemberOutputs, weights: Mapping[str, float]) -> None:
+        self.members = members
+        self.weights = dict(weights)
+        self._games = set(members.games)
+
+    def __getitem__(self, game: str) -> Halves:
+        if game not in self._games:
+            raise KeyError(game)
+        return average(self.members.game(game, list(self.weights)), self.weights)
+
+    def __contains__(self, game: object) -> bool:
+        return game in self._games
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.members.games)
+
+    def __len__(self) -> int:
+        return len(self.members.games)
+
+
 def correlations(members: MemberOutputs, trials: Sequence[str]) -> np.ndarray:
     """``[M, M]`` Pearson correlation of the members' per-position outputs over the whole split.
 

@@ -17,7 +17,14 @@ from astra import per_position
 from astra.classes import CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
 from astra.config import ExperimentConfig, InferenceConfig
 from astra.ensemble.build import EnsembleError, EnsembleOptions, build_ensemble
-from astra.ensemble.outputs import MemberError, MemberOutputs, average, score_ensembles
+from astra.ensemble.outputs import (
+    AveragedOutputs,
+    MemberError,
+    MemberOutputs,
+    average,
+    averaged_games,
+    score_ensembles,
+)
 from astra.ensemble.selection import SelectionError, select
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,19 +126,36 @@ def _roots(data: Path) -> dict[str, str]:
     }  # fmt: skip
 
 
-def _roots(data: Path) -> dict[str, str]:
-    return {
-        "labels": str(data), "features": str(data), "audio": str(data),
-        "features_pattern": "{half}_baidu_soccer_embeddings.npy", "audio_pattern": "audio{half}.npy",
-    }  # fmt: skip
-
-
 def test_the_average_weighs_members_by_their_picks() -> None:
     outputs = {"a": {1: np.full((4, 17), 0.2, np.float32), 2: np.zeros((2, 17), np.float32)},
                "b": {1: np.full((4, 17), 0.6, np.float32), 2: np.ones((2, 17), np.float32)}}  # fmt: skip
     mean = average(outputs, {"a": 1, "b": 3})
     np.testing.assert_allclose(mean[1], 0.5, rtol=1e-6)
     np.testing.assert_allclose(mean[2], 0.75, rtol=1e-6)
+
+
+def test_the_averaged_split_is_read_game_by_game_when_asked_for(experiment: Path, monkeypatch) -> None:
+    folders = {t: experiment / "trials" / t / "valid" / "per_position" for t in ("A", "B")}
+    members = MemberOutputs(folders, _games("valid"), "valid")
+    reads: list[tuple[str, str]] = []
+    real_read = MemberOutputs.read
+    monkeypatch.setattr(
+        MemberOutputs,
+        "read",
+        lambda self, trial, game: reads.append((trial, game)) or real_read(self, trial, game),
+    )
+    weights = {"A": 2, "B": 1}
+    averaged = AveragedOutputs(members, weights)
+    assert reads == [] and len(averaged) == 3 and list(averaged) == _games("valid")
+    assert _games("valid")[1] in averaged and "league/season/test-0" not in averaged
+    with pytest.raises(KeyError):
+        averaged["league/season/test-0"]
+    game = _games("valid")[1]
+    got = averaged[game]
+    assert reads == [("A", game), ("B", game)]  # one game's members, nothing else
+    expected = dict(averaged_games(members, weights))[game]
+    for half in (1, 2):
+        np.testing.assert_array_equal(got[half], expected[half])
 
 
 def test_greedy_picks_the_complementary_member_over_the_duplicate(experiment: Path) -> None:
