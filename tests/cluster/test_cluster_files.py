@@ -57,28 +57,102 @@ def test_no_credentials_in_cluster_files(path: Path) -> None:
         assert not re.search(pattern, text, re.IGNORECASE), f"{path.name} holds {pattern}"
 
 
-def test_gpu_cluster_nodes_fit_the_paper_search() -> None:
+# The shipped spaces each cluster file is for: the GPU cloud and the on-premise servers run them all.
+SERVED = {"gpu.yaml": ("smoke", "small", "paper"), "onprem.yaml": ("smoke", "small", "paper")}
+
+
+def _prepared(path: Path) -> dict:
+    """The cluster file as Ray reads it (the local provider's servers become one node type)."""
+    from ray.autoscaler._private.util import prepare_config
+
+    return prepare_config(copy.deepcopy(yaml.safe_load(path.read_text(encoding="utf-8"))))
+
+
+def _declared(config: dict, node_type: str) -> tuple[float | None, float | None]:
+    """The CPUs and GPUs a node type gives Ray: its ``resources``, or the ``--num-cpus`` and
+    ``--num-gpus`` of its ``ray start``; None where Ray detects the machine's own."""
+    start = " ".join(
+        config[
+            "head_start_ray_commands"
+            if node_type == config["head_node_type"]
+            else "worker_start_ray_commands"
+        ]
+    )
+    resources = config["available_node_types"][node_type].get("resources", {})
+    declared = []
+    for key, flag in (("CPU", "--num-cpus"), ("GPU", "--num-gpus")):
+        flags = re.findall(rf"{flag}[= ]\"?([0-9.]+)", start)
+        declared.append(float(flags[-1]) if flags else resources.get(key))
+    return declared[0], declared[1]
+
+
+def _trials_per_node(
+    cpus: float | None, gpus: float | None, trial_cpus: float, trial_gpus: float
+) -> float | None:
+    """How many trials one node takes; None where that depends on what Ray detects there (any
+    machine has a CPU for a 1-CPU trial, but not necessarily a GPU)."""
+    fits, unknown = [], False
+    for declared, need, detected_enough in ((cpus, trial_cpus, trial_cpus <= 1), (gpus, trial_gpus, False)):
+        if need == 0:
+            continue
+        if declared is not None:
+            fits.append(declared // need)
+        elif detected_enough:
+            fits.append(1.0)
+        else:
+            unknown = True
+    if unknown and not (fits and min(fits) == 0):  # a resource declared too small decides
+        return None
+    return min(fits) if fits else float("inf")
+
+
+@pytest.mark.parametrize(
+    ("cluster", "space"),
+    [(cluster, space) for cluster, spaces in SERVED.items() for space in spaces],
+    ids=lambda value: value.removesuffix(".yaml"),
+)
+def test_the_cluster_nodes_fit_the_trials_of_the_spaces_it_serves(cluster: str, space: str) -> None:
+    config = _prepared(REPO / "cluster" / cluster)
+    searched = load_space(REPO / "search_spaces" / f"{space}.yaml")
+    resources, concurrent = searched.resources, searched.budget.concurrent
+    head = config["head_node_type"]
+    capacity, unknown = 0.0, False
+    for name, node in config["available_node_types"].items():
+        nodes = (1 if name == head else 0) + min(node.get("max_workers", 0), config["max_workers"])
+        assert node.get("max_workers", 0) <= config["max_workers"], name
+        per_node = _trials_per_node(*_declared(config, name), resources.trial_cpus, resources.trial_gpus)
+        if per_node is None:
+            unknown = True
+        else:
+            capacity += per_node * nodes
+    assert unknown or capacity >= 1, f"{cluster}: no node takes a trial of {space} ({resources})"
+    if not unknown:  # one trial per node at least: the search's concurrency fits
+        assert capacity >= concurrent, (
+            f"{cluster}: room for {capacity:g} trials of {space}, it runs {concurrent}"
+        )
+
+
+def test_every_onprem_server_is_started_and_gives_ray_all_it_has() -> None:
+    """The local provider runs exactly the servers listed; Ray detects each one's CPUs and GPUs
+    (none is capped, so that the GPU trials of the paper space find the GPUs)."""
+    raw = yaml.safe_load((REPO / "cluster" / "onprem.yaml").read_text(encoding="utf-8"))
+    workers = raw["provider"]["worker_ips"]
+    assert raw["min_workers"] == raw["max_workers"] == len(workers) >= 1
+    assert raw["provider"]["head_ip"] not in workers and len(set(workers)) == len(workers)
+    config = _prepared(REPO / "cluster" / "onprem.yaml")
+    for name in config["available_node_types"]:
+        assert _declared(config, name) == (None, None), name
+
+
+def test_gpu_cluster_workers_come_and_go_and_only_ssh_is_open() -> None:
     config = yaml.safe_load((REPO / "cluster" / "gpu.yaml").read_text(encoding="utf-8"))
-    space = load_space(REPO / "search_spaces" / "paper.yaml")
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
     assert head["resources"].get("GPU", 0) == 0 and head["resources"].get("CPU") == 0, "no trial on the head"
     workers = [t for name, t in types.items() if name != config["head_node_type"]]
     assert workers
     for node in workers:
-        assert node["max_workers"] <= config["max_workers"]
         assert node.get("min_workers", 0) == 0  # GPUs are paid for only while trials run
-        assert node["resources"]["CPU"] >= space.resources.trial_cpus
-        assert node["resources"]["GPU"] >= space.resources.trial_gpus
-    # Enough nodes for the search's concurrency, one trial per node.
-    per_node = min(
-        min(
-            n["resources"]["CPU"] // space.resources.trial_cpus,
-            n["resources"]["GPU"] // space.resources.trial_gpus,
-        )
-        for n in workers
-    )
-    assert per_node * config["max_workers"] >= space.budget.concurrent
     ports = config["provider"]["security_group"]["IpPermissions"]
     assert [(p["FromPort"], p["ToPort"]) for p in ports] == [(22, 22)]  # SSH only
     assert all(r["CidrIp"] != "0.0.0.0/0" for p in ports for r in p["IpRanges"])
