@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -136,14 +137,49 @@ def test_a_killed_driver_is_resumed_by_the_next_run(
         time.sleep(1.0)  # let Tune write its experiment state, then the driver and its Ray are killed
     # What the next run finds: one trial started, none finished.
     assert not list(experiment.glob("trials/*/result.json"))
+    (unfinished,) = [p.name for p in (experiment / "trials").iterdir()]
+    (before,) = _trained_epochs(experiment / "trials" / unfinished)
+    assert before[0] == 1 and before[-1] < EPOCHS, before
     subprocess.run(command, cwd=tmp_path, check=True, timeout=900)
     table = pl.read_parquet(experiment / "results.parquet")
     assert table.height == 2 and table["status"].to_list() == ["finished", "finished"]
     assert table["epochs_run"].to_list() == [EPOCHS, EPOCHS]
-    complete = [t for t in _study_trials(experiment, "astra-driver") if t.state.is_finished()]
-    assert len(complete) == 2
-    values = sorted(t.value for t in complete if t.value is not None)
+    # Every trial of the study, whatever its state: a duplicate left RUNNING (or failed) counts.
+    trials = _study_trials(experiment, "astra-driver")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, trials
+    values = sorted(t.value for t in trials)
     assert values == pytest.approx(sorted(table["best_valid_tight_a_map"].to_list()))
+    # The unfinished trial went on from its last checkpoint: after the epochs it had trained (its
+    # TensorBoard curve, written each epoch), the next run trained the others, none twice.
+    assert table["trial_id"].to_list()[0] == unfinished
+    runs = _trained_epochs(experiment / "trials" / unfinished)
+    assert len(runs) >= 2 and runs[0][: len(before)] == before, runs
+    epochs = [epoch for run in runs for epoch in run]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == EPOCHS, f"epochs trained, by process: {runs}"
+    reported = [r["epoch"] for r in _tune_reports(experiment, unfinished)]
+    assert len(reported) == len(set(reported)) and max(reported) == EPOCHS, reported
+
+
+def _trained_epochs(trial: Path) -> list[list[int]]:
+    """The epochs a trial trained, from its TensorBoard events: one list per process that trained it
+    (each writes its own file), in the order they ran."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = []
+    for path in sorted((trial / "run" / "tensorboard").glob("events.out.tfevents.*")):
+        events = EventAccumulator(str(path), purge_orphaned_data=False)
+        events.Reload()
+        if "train_loss" in events.Tags()["scalars"]:
+            runs.append([event.step for event in events.Scalars("train_loss")])
+    return runs
+
+
+def _tune_reports(experiment: Path, trial_id: str) -> list[dict[str, Any]]:
+    """What a trial reported to Ray Tune, as Tune recorded it (in every run of the search)."""
+    reports = []
+    for path in sorted(experiment.glob(f"tune/*{trial_id}*/result.json")):
+        reports += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return reports
 
 
 def test_a_lost_node_does_not_lose_its_trial(
