@@ -76,9 +76,10 @@ def write_prediction(
 ) -> Prediction:
     """Write the outputs of ``split`` (``(game, {half: [F, 17]})`` pairs, consumed one at a time).
 
-    Each game's outputs are written as they come (memory holds one game's arrays), decoded
-    with ``inference`` (NMS and its windows) into its results. ``source`` is recorded in
-    ``prediction.json`` (the checkpoint, the ensemble's members, ...).
+    Each game's outputs are written as they come (memory holds one game's arrays), and its
+    results decoded with ``inference`` (NMS and its windows) from the outputs as written
+    (float16, ``astra.per_position``), so that they are the results of the per-position files.
+    ``source`` is recorded in ``prediction.json`` (the checkpoint, the ensemble's members, ...).
     """
     out_dir = Path(out_dir)
     check_target(out_dir, split, overwrite=overwrite)
@@ -89,7 +90,9 @@ def write_prediction(
         results: dict[str, Spots] = {}
         for game, halves in outputs:
             per_position.write_game(staging / PER_POSITION_DIR, game, dict(halves))
-            results[game] = decode_game(halves, inference)
+            # Decoded from the outputs as stored (float16), which window searches, ensembles and
+            # scores read: the zip's results are those of the per-position files beside it.
+            results[game] = decode_game(per_position.read_game(staging / PER_POSITION_DIR, game), inference)
         if not results:
             raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
         write_submission(staging / PREDICTIONS_DIR, results, zip_path=staging / ZIP_NAME)

@@ -107,3 +107,24 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pyt
     monkeypatch.undo()
     assert [p.name for p in (tmp_path / GAME).iterdir()] == [FILENAME]
     np.testing.assert_allclose(read_game(tmp_path, GAME)[1], _halves(0)[1], rtol=2**-11, atol=2**-24)
+
+
+def test_a_predictions_zip_holds_the_results_of_its_per_position_files(tmp_path: Path) -> None:
+    # Window searches, ensembles and trial scores read the per-position files (float16): the zip
+    # beside them is decoded from the same values, not from the float32 outputs before rounding.
+    from astra.config import InferenceConfig
+    from astra.postprocess.decode import decode_game
+    from astra.prediction import PER_POSITION_DIR, ZIP_NAME, write_prediction
+    from astra.submission import open_predictions
+
+    rng = np.random.default_rng(0)
+    halves = {h: rng.uniform(0, 1, (600, NUM_CLASSES)).astype(np.float32) for h in (1, 2)}
+    game = "league/season/2020-01-01 - A 1 - 0 B"
+    inference = InferenceConfig()
+    write_prediction(tmp_path / "p", "test", [(game, halves)], inference)
+    zipped = open_predictions(tmp_path / "p" / ZIP_NAME)[game]
+    stored = decode_game(read_game(tmp_path / "p" / PER_POSITION_DIR, game), inference)
+    unrounded = decode_game(halves, inference)
+    for field in ("half", "position_ms", "class_index", "confidence"):
+        np.testing.assert_array_equal(getattr(zipped, field), getattr(stored, field), err_msg=field)
+    assert not np.array_equal(stored.confidence, unrounded.confidence)  # the rounding shows
