@@ -295,6 +295,9 @@ SPEED_SWITCHES: tuple[str, ...] = (
     "train.training_audio_from_half",
     "model.encoder_block_attention",
 )
+# What may change between a run and its resumption, or between two invocations of one P1: the
+# speed switches and the compile mode (the same step, its operations fused: values to rounding).
+SPEED_SETTINGS: tuple[str, ...] = (*SPEED_SWITCHES, "train.compile")
 
 
 @_checked_section("train.")
@@ -317,6 +320,10 @@ class TrainConfig:
     # average. 0: off, as the paper.
     ema_decay: float = setting(0.0, ge=0, lt=1)
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where the GPU has it
+    # torch.compile of the training forward (and so its backward) with this mode; validation and
+    # prediction stay eager. Off by default: on the CPU it made the small preset's step slower
+    # (BENCHMARKS.md); on a GPU, benchmarks/gpu_check.sh measures each mode against eager.
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     clips_per_epoch: int = setting(0, ge=0)  # 0: every clip of one phase; >0 caps an epoch (small runs)
     loader_workers: int = setting(2, ge=0)  # data-loading processes per training worker
     seed: int = setting(0, ge=0)  # one seed fixes data order, initialisation and augmentation

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from astra.config import (
-    SPEED_SWITCHES,
+    SPEED_SETTINGS,
     ExperimentConfig,
     config_from_dict,
     load_config,
@@ -59,7 +59,7 @@ TUNE_NAME = "tune"
 BOOTSTRAP_NAME = "bootstrap.json"
 BASE_NAME = "base"
 # Settings that may differ between two invocations on one OUT: they change nothing a run computes.
-FREE_SETTINGS: tuple[str, ...] = ("train.loader_workers", *SPEED_SWITCHES)
+FREE_SETTINGS: tuple[str, ...] = ("train.loader_workers", *SPEED_SETTINGS)
 
 
 class P1Error(ValueError):

@@ -18,6 +18,7 @@ early-stopping state (:class:`EpochRecord`), saves and reports.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -303,6 +304,7 @@ class TrainingSession:
             optimizer, config.train.warmup_epochs * steps_per_epoch, config.train.epochs * steps_per_epoch
         )
         ema = _weight_average(core, config.train.ema_decay)
+        model = compiled(model, config.train.compile, device)
         mixup_generator = torch.Generator(device="cpu").manual_seed(config.train.seed * 1000 + placement.rank)
         mixup = build_mixup(config.augment, NUM_CLASSES, generator=mixup_generator)
         scaler = torch.amp.GradScaler(device.type, enabled=placement.autocast_dtype == torch.float16)
@@ -713,6 +715,31 @@ def _placement(config: ExperimentConfig, device: torch.device | None) -> Placeme
         autocast_dtype=_autocast_dtype(config.train.mixed_precision, device),
         batch_per_worker=config.train.batch_size // world_size,
     )
+
+
+def compiled(model: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.Module:
+    """``model`` under ``torch.compile(mode=mode)`` (``train.compile``), or ``model`` itself for "off".
+
+    The compiled module shares the model's parameters (checkpoints hold the model's own names).
+    A backend that cannot run is named here, before any compiling: Triton on a GPU, a C++
+    compiler for inductor on the CPU.
+    """
+    if mode == "off":
+        return model
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise ConfigError(
+                f"train.compile={mode} needs Triton for PyTorch's inductor on the GPU, and it is not "
+                "installed: pip install triton (it ships with PyTorch's CUDA wheels), or train.compile=off"
+            )
+    elif device.type == "cpu" and not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+        raise ConfigError(
+            f"train.compile={mode} needs a C++ compiler for PyTorch's inductor on the CPU, and none is "
+            "on PATH (c++, g++, clang++): install one (apt-get install g++), or train.compile=off"
+        )
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:

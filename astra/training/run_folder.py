@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from astra.config import SPEED_SWITCHES, ExperimentConfig
+from astra.config import SPEED_SETTINGS, ExperimentConfig
 from astra.data.dataset import DataRoots
 from astra.data.splits import games_of_split
 from astra.files import OutputPathError, atomic_write, check_output_folder, link_or_copy
@@ -53,7 +53,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "train.epochs",
     "train.patience_epochs",
     "train.loader_workers",
-    *SPEED_SWITCHES,  # how fast an epoch runs, not what it computes
+    *SPEED_SETTINGS,  # how fast an epoch runs, not what it computes
 )
 
 
