@@ -24,8 +24,9 @@ from astra.config import load_config
 from astra.data.clips import inference_window_starts
 from astra.data.dataset import Half
 from astra.data.labels import Annotations
-from astra.inference import detect, predict_half
+from astra.inference import predict_half
 from astra.model import build_model
+from astra.postprocess.decode import detect
 
 
 def main() -> None:

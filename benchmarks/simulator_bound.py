@@ -27,7 +27,8 @@ from astra.classes import CLASSES, FRAMES_PER_SECOND, NUM_CLASSES, PAPER_SOFT_NM
 from astra.data import simulator
 from astra.data.dataset import DataRoots, Half, load_split
 from astra.evaluation.average_map import evaluate_dense
-from astra.inference import detections_to_dense, game_annotations, group_by_game, num_frames_of
+from astra.inference import game_annotations, group_by_game, num_frames_of
+from astra.postprocess.decode import detections_to_dense
 from astra.postprocess.nms import soft_nms
 
 
