@@ -1,13 +1,15 @@
 """Search the per-class Soft-NMS windows on a split's per-position outputs (a validation split).
 
 Each class's AP depends only on its own window, so each class is searched alone: a seeded
-Optuna study per class (--method optuna, the default) or every --step seconds (--method grid),
-starting from the windows of the run's config (the paper's unless changed). Writes the windows
-and what they score, per class, to --out; `astra predict --windows FILE` then uses them.
+Optuna study per class (--method optuna, the default) or every --step seconds (--method grid).
+The NMS, its threshold and the starting windows are the inference settings of --config (give
+the run's own config.yaml, so that the search decodes as `astra predict` of that run will) and of
+inference.key=value overrides; the paper's without. Writes the windows and what they score, per
+class, to --out; `astra predict --windows FILE` then uses them.
 
 Example:
   astra search-windows --per-position runs/s0/valid/per_position --labels data --split valid \\
-      --out runs/s0/windows.yaml
+      --config runs/s0/config.yaml --out runs/s0/windows.yaml
 """
 
 from __future__ import annotations
@@ -30,20 +32,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low", type=float, default=1.0, help="narrowest window, seconds (default 1)")
     parser.add_argument("--high", type=float, default=40.0, help="widest window, seconds (default 40)")
     parser.add_argument("--step", type=float, default=0.5, help="grid step, seconds (default 0.5)")
-    parser.add_argument("--nms", choices=("soft", "hard"), default="soft", help="the NMS (default soft)")
+    parser.add_argument(
+        "--nms", choices=("soft", "hard"), help="the NMS (default: the config's, soft unless changed)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the Optuna samplers")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="FILE",
+        help="YAML config (repeatable; a run's config.yaml): its inference.* settings decode the outputs",
+    )  # fmt: skip
+    parser.add_argument(
+        "overrides", nargs="*", metavar="inference.key=value", help="inference settings after --config"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from astra.classes import CLASSES
-    from astra.config import InferenceConfig
+    from astra.config import ConfigError, load_config
     from astra.files import check_output_file
     from astra.search.windows import read_split_outputs, search_windows, write_windows
 
     check_output_file(args.out)  # before the search: a folder, under a file, or not writable
+    foreign = [o for o in args.overrides if not o.startswith("inference.")]
+    if foreign:
+        raise ConfigError(f"{foreign[0]}: only inference.* settings decode per-position outputs")
+    nms = [f"inference.nms={args.nms}"] if args.nms else []
+    inference = load_config(args.config, [*args.overrides, *nms]).inference
     labels, outputs = read_split_outputs(args.per_position, args.labels, args.split)
     search = search_windows(
-        labels, outputs, InferenceConfig(nms=args.nms), metric=args.metric, method=args.method,
+        labels, outputs, inference, metric=args.metric, method=args.method,
         trials_per_class=args.trials, low_seconds=args.low, high_seconds=args.high,
         step_seconds=args.step, seed=args.seed, split=args.split,
     )  # fmt: skip

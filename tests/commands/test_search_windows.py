@@ -104,6 +104,28 @@ def test_predict_with_windows_decodes_with_them(model: Any, capsys: pytest.Captu
     )
 
 
+def test_search_windows_decodes_with_the_configs_inference_settings(
+    model: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run whose config changes its inference settings: the search starts from its windows and
+    # decodes with its NMS and threshold, as astra predict of that run does.
+    own = tuple(float(w) + 2.0 for w in PAPER)
+    config = model.tmp / "run-config.yaml"
+    config.write_text(yaml.safe_dump({"inference": {"nms_windows_seconds": list(own)}}), encoding="utf-8")
+    out = model.tmp / "windows-own.yaml"
+    document, _ = _search(model, out, capsys, "--config", str(config), "inference.nms=hard")
+    assert [document["classes"][name]["start_window_seconds"] for name in CLASSES] == list(own)
+    labels, outputs = read_split_outputs(model.valid / "per_position", model.data, "valid")
+    hard = InferenceConfig(nms="hard", nms_windows_seconds=own)
+    assert document["start_a_map"] == pytest.approx(
+        float(score_outputs(labels, outputs, hard, "tight").a_mAP)
+    )
+    capsys.readouterr()
+    arguments = ["--per-position", str(model.valid / "per_position"), "--labels", model.data]
+    code = main(["search-windows", *arguments, "--split", "valid", "--out", str(out), "train.epochs=3"])
+    assert code == 2 and "only inference.* settings" in capsys.readouterr().err
+
+
 def _spots(prediction: Path) -> dict[str, dict[str, list[tuple[str, str, str]]]]:
     """The detections of a prediction's zip, by game and class: (half, position, confidence)."""
     spots: dict[str, dict[str, list[tuple[str, str, str]]]] = {}
