@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,12 @@ DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (ValueError,)
 
 
 class TrialError(RuntimeError):
-    """A trial that failed before with a deterministic error (its error.json says which)."""
+    """A trial that failed with a deterministic error (its error.json says which): not retried."""
+
+
+class TrialFailure(RuntimeError):
+    """A trial that failed with another error (the text holds its type, message and traceback):
+    Tune retries it from its last checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,16 @@ def run_trial(params: Mapping[str, Any], context: TrialContext) -> None:
         _run_trial(params, context, trial_id, trial_dir)
     except DETERMINISTIC_ERRORS as error:
         # A config that cannot train, a diverging loss, bad data: recorded, and the search goes on.
+        message = f"{type(error).__name__}: {error}"
         with atomic_write(failed, "w") as f:
-            json.dump({"error": f"{type(error).__name__}: {error}"}, f)
-        raise
+            json.dump({"error": message}, f)
+        raise TrialError(f"{message}\n\n{traceback.format_exc()}") from None
+    except Exception as error:
+        # Anything else is retried by Tune from the last checkpoint. Sent to the driver as this
+        # module's own error, the traceback in its text: the driver must unpickle what a trial
+        # raises, and an error it cannot rebuild (a class of a module it never imported, an
+        # exception with arguments of its own) ends the whole search instead of one trial.
+        raise TrialFailure(f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}") from None
     finally:
         if context.mirror is not None:
             context.mirror.push(own)

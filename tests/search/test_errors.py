@@ -78,3 +78,84 @@ def test_an_errored_trial_is_recorded_with_its_error_and_the_search_goes_on(
     ]
     assert trials[1].value == pytest.approx(finished["best_valid_tight_a_map"])
     assert not (experiment / "study.db").exists()
+
+
+def test_what_a_trial_raises_reaches_the_driver_as_an_error_of_its_own_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The driver unpickles what a trial raises; one error it cannot rebuild ended a whole search.
+    # A trial raises this module's errors, the original's type, message and traceback in the text.
+    import pickle
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    import ray.tune
+
+    from astra.search import trial
+    from astra.training.loop import DivergenceError
+
+    monkeypatch.setattr(ray.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t1"))
+    context = SimpleNamespace(
+        trial_dir=lambda trial_id: tmp_path / trial_id, mirror=None, data_mirrors=()
+    )  # fmt: skip
+    raised = {}
+    for name, error in (
+        ("deterministic", DivergenceError("the loss became nan")),
+        ("other", OSError(5, "disk")),
+    ):
+
+        def fail(*_: Any, error: Exception = error) -> None:
+            raise error
+
+        monkeypatch.setattr(trial, "_run_trial", fail)
+        (tmp_path / "t1").mkdir(exist_ok=True)
+        with pytest.raises((trial.TrialError, trial.TrialFailure)) as caught:
+            trial.run_trial({}, context)  # type: ignore[arg-type]
+        raised[name] = caught.value
+        assert caught.value.__cause__ is None
+        (tmp_path / "t1" / trial.ERROR_NAME).unlink(missing_ok=True)
+    assert type(raised["deterministic"]) is trial.TrialError
+    assert str(raised["deterministic"]).startswith("DivergenceError: the loss became nan")
+    assert "raise error" in str(raised["deterministic"])  # the traceback travels in the text
+    assert type(raised["other"]) is trial.TrialFailure  # retried by Tune
+    assert str(raised["other"]).startswith("OSError: [Errno 5] disk")
+    # A process that has imported what the driver imports (not astra.training) rebuilds both.
+    code = (
+        "import pickle, sys; import astra.search.run; "
+        "errors = pickle.loads(sys.stdin.buffer.read()); "
+        "assert 'astra.training.loop' not in sys.modules; print([type(e).__name__ for e in errors])"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(list(raised.values())), capture_output=True
+    )
+    assert completed.returncode == 0, completed.stderr.decode()
+    assert completed.stdout.decode().strip() == "['TrialError', 'TrialFailure']"
+
+
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(
+    tmp_path: Path,
+    tiny_dataset: Any,
+    tiny_overrides: list[str],
+    tiny_space: Callable[..., Path],
+    local_ray: None,
+) -> None:
+    space = tiny_space(
+        tmp_path / "diverge.yaml", tiny_overrides, trials=2,
+        parameters={"train.base_learning_rate": {"loguniform": [1.0e-4, 1.0e6]}},
+        settings={"train.epochs": 2, "train.warmup_epochs": 0, "train.patience_epochs": 2},
+        windows={"search": False},
+    )  # fmt: skip
+    storage = f"sqlite:///{tmp_path / 'diverge.db'}"
+    study = optuna.create_study(storage=storage, study_name="astra-diverge", direction="maximize")
+    study.enqueue_trial({"train.base_learning_rate": 1.0e6})
+    study.enqueue_trial({"train.base_learning_rate": 1.0e-3})
+    experiment = tmp_path / "experiment"
+    options = SearchOptions(
+        space=str(space), data=str(tiny_dataset.root), experiment=str(experiment), storage=storage
+    )
+    assert run_search(options) == 0
+    diverged, finished = pl.read_parquet(experiment / "results.parquet").iter_rows(named=True)
+    assert diverged["status"] == "errored"
+    assert diverged["error"].startswith("DivergenceError: the training loss became nan at epoch 1/2")
+    assert finished["status"] == "finished" and finished["epochs_run"] == 2
