@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -547,9 +547,12 @@ def _claim_experiment(plan: Plan) -> None:
         data_key = "data_sources" if "data_sources" in recorded else "data"
         differs = [
             key.replace("_sources", "")
-            for key in ("space_sha256", "base_config", data_key)
+            for key in ("space_sha256", data_key)
             if recorded.get(key) != definition[key]
         ]
+        settings = base_config_differences(recorded.get("base_config", {}), plan.base)
+        if settings:
+            differs.append(f"base_config ({', '.join(settings[:5])}{', ...' if len(settings) > 5 else ''})")
         if differs:
             raise SearchError(
                 f"{plan.experiment} holds another search (its {', '.join(differs)} differ): use another "
@@ -569,6 +572,37 @@ def _claim_experiment(plan: Plan) -> None:
     plan.experiment.mkdir(parents=True, exist_ok=True)
     with atomic_write(plan.experiment / DEFINITION_NAME, "w") as f:
         json.dump(definition, f, indent=1)
+
+
+def base_config_differences(recorded: Mapping[str, Any], current: ExperimentConfig) -> list[str]:
+    """The settings in which a search's recorded base config and ``current`` differ (dotted paths).
+
+    The recorded one is read as a config, so that a setting added to the project since (at its
+    default) is no difference; the speed settings (``astra.config.SPEED_SETTINGS``), which change
+    no result, are none either.
+    """
+    from astra.config import SPEED_SETTINGS, ConfigError, config_from_dict
+
+    try:
+        old = config_from_dict(recorded, "the recorded base config").to_dict()
+    except ConfigError:
+        old = dict(recorded)  # a setting since removed or renamed: compared as it is, and it differs
+    old_flat, new_flat = _flatten(old), _flatten(current.to_dict())
+    return [
+        key
+        for key in sorted(set(old_flat) | set(new_flat))
+        if key not in SPEED_SETTINGS and old_flat.get(key) != new_flat.get(key)
+    ]
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _read_definition(experiment: Path) -> dict[str, Any] | None:
