@@ -415,6 +415,17 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return updates
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (``ExperimentConfig.to_dict()``) as ``{"section.key": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def config_from_dict(tree: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
     """Build and check an :class:`ExperimentConfig` from a nested mapping of overrides.
 

@@ -45,6 +45,7 @@ from astra.config import (
     SPEED_SETTINGS,
     ExperimentConfig,
     config_from_dict,
+    flatten,
     load_config,
     parse_overrides,
     replace,
@@ -276,7 +277,7 @@ def check_definition(plan: Plan) -> dict[str, Any]:
 
 def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """What differs between two configs (as ``to_dict`` gives them), in words, by dotted path."""
-    old, new = _flatten(recorded), _flatten(current)
+    old, new = flatten(recorded), flatten(current)
     return [
         f"{key}: {old.get(key, '(absent)')!r} there, {new.get(key, '(absent)')!r} here"
         for key in sorted(set(old) | set(new))
@@ -525,13 +526,3 @@ def _read_definition(out: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise P1Error(f"{path}: damaged ({error}); use another --out") from None
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astra.config import ExperimentConfig
+from astra.config import ExperimentConfig, flatten
 from astra.data.dataset import DataRoots
 from astra.files import atomic_write
 from astra.search.space import TRAIN_DRIVER_CPUS, Resources, SearchSpace, load_space
@@ -587,22 +587,12 @@ def base_config_differences(recorded: Mapping[str, Any], current: ExperimentConf
         old = config_from_dict(recorded, "the recorded base config").to_dict()
     except ConfigError:
         old = dict(recorded)  # a setting since removed or renamed: compared as it is, and it differs
-    old_flat, new_flat = _flatten(old), _flatten(current.to_dict())
+    old_flat, new_flat = flatten(old), flatten(current.to_dict())
     return [
         key
         for key in sorted(set(old_flat) | set(new_flat))
         if key not in SPEED_SETTINGS and old_flat.get(key) != new_flat.get(key)
     ]
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _read_definition(experiment: Path) -> dict[str, Any] | None:

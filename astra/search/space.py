@@ -34,7 +34,15 @@ from typing import Any
 
 import yaml
 
-from astra.config import ConfigError, ExperimentConfig, check_setting, field_bounds, load_config, replace
+from astra.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_setting,
+    field_bounds,
+    flatten,
+    load_config,
+    replace,
+)
 
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "loguniform", "quniform", "int", "logint", "choice")
 TOP_LEVEL_KEYS: tuple[str, ...] = (
@@ -174,7 +182,7 @@ class SearchSpace:
         Values outside a parameter's range (or not among its choices) are left out: Optuna
         then proposes them.
         """
-        flat = _flatten(base.to_dict())
+        flat = flatten(base.to_dict())
         point = {}
         for path, distribution in self.parameters.items():
             value = flat[path]
@@ -389,16 +397,6 @@ def _encode(value: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _yaml_text(value: Any) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from astra.config import SPEED_SETTINGS, ExperimentConfig
+from astra.config import SPEED_SETTINGS, ExperimentConfig, flatten
 from astra.data.dataset import DataRoots
 from astra.data.splits import games_of_split
 from astra.files import OutputPathError, atomic_write, check_output_folder, link_or_copy
@@ -224,7 +224,7 @@ def run_identity(config: ExperimentConfig, roots: DataRoots) -> dict[str, Any]:
 def identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """What differs between two identities (only what ``recorded`` holds is compared), in words."""
     differences = []
-    old_config, new_config = _flatten(recorded.get("config", {})), _flatten(current["config"])
+    old_config, new_config = flatten(recorded.get("config", {})), flatten(current["config"])
     for key in sorted(set(old_config) | set(new_config)):
         if key in RESUMABLE_CHANGES or old_config.get(key) == new_config.get(key):
             continue
@@ -238,16 +238,6 @@ def identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> l
                 detail = f"{old!r} there, {new!r} now" if section == "data" else "other games"
                 differences.append(f"{what} {key}: {detail}")
     return differences
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _training_record(path: Path) -> dict[str, Any]:
