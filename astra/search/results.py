@@ -12,6 +12,9 @@ Columns of ``results.parquet`` (read it with ``polars.read_parquet``): ``trial_i
 ``{valid,test}_{tight,loose}_{paper,searched}`` the a-mAP with the paper's and with the
 searched windows, ``windows`` (the 17 searched windows), ``wall_seconds``, and the paths
 ``best_checkpoint``, ``valid_per_position``, ``test_per_position``.
+
+``best.yaml`` is the best trial's full config, for ``astra train --config`` and for
+``astra p1 --ablations`` (its five seeds against the base config's).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.parquet"
 SUMMARY_NAME = "summary.md"
+BEST_CONFIG_NAME = "best.yaml"
 PLOTS_DIR = "plots"
 STATUSES: tuple[str, ...] = ("finished", "stopped", "running", "pending", "errored")
 SCORES: tuple[str, ...] = tuple(
@@ -179,9 +183,34 @@ def write_summary(
     errored = [row for row in rows if row["status"] == "errored"]
     if errored:
         lines += ["", "## Errors", ""] + [f"- {row['trial_id']}: {row['error']}" for row in errored]
+    write_best_config(experiment, best, space)
     path = experiment / SUMMARY_NAME
     with atomic_write(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+    return path
+
+
+def write_best_config(experiment: Path, best: dict[str, Any] | None, space: SearchSpace) -> Path | None:
+    """``best.yaml``: the best trial's full config, readable by ``--config`` and ``--ablations``.
+
+    The searched values head the file as comments. Removed while no trial has finished, so
+    that it never names a trial the table no longer calls best.
+    """
+    path = experiment / BEST_CONFIG_NAME
+    source = experiment / "trials" / str(best["trial_id"]) / "run" / "config.yaml" if best else None
+    if source is None or not source.is_file():
+        path.unlink(missing_ok=True)
+        return None
+    header = [
+        f"# The best trial of search `{space.name}` (chosen on validation): {best['trial_id']},",
+        f"# best valid tight a-mAP {_fmt(best['best_valid_tight_a_map'])} at epoch {best['best_epoch']}.",
+        "# Its searched settings:",
+        *[f"#   {name} = {_scalar(best[name])}" for name in space.parameters],
+        "# Train it: astra train --config best.yaml; five seeds against the base config:",
+        "# astra p1 --config BASE.yaml --ablations best.yaml (docs/protocols.md).",
+    ]
+    with atomic_write(path, "w") as f:
+        f.write("\n".join(header) + "\n" + source.read_text())
     return path
 
 

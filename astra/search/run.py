@@ -479,7 +479,7 @@ def _trial_id_of(tune_folder: str, experiment: Path) -> str:
 
 
 def _outcome(plan: Plan, rows: list[dict[str, Any]], seconds: float, summary: Path) -> str:
-    from astra.search.results import RESULTS_NAME, best_trial
+    from astra.search.results import BEST_CONFIG_NAME, RESULTS_NAME, best_trial
 
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "errored", "running")}
     lines = [
@@ -504,6 +504,7 @@ def _outcome(plan: Plan, rows: list[dict[str, Any]], seconds: float, summary: Pa
         if best["windows"]:
             lines.append("  windows (s) " + ", ".join(f"{w:g}" for w in best["windows"]))
         lines.append(f"  checkpoint {best['best_checkpoint']}")
+        lines.append(f"  config     {plan.experiment / BEST_CONFIG_NAME} (its five seeds: astra p1 --ablations)")
     lines += [f"results  {plan.experiment / RESULTS_NAME}", f"summary  {summary}"]
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from astra.classes import NUM_CLASSES
 from astra.search.results import trial_rows, write_summary
@@ -70,3 +71,29 @@ def test_the_per_class_plot_shows_the_base_trial_beside_the_best(
     else:
         assert _share_of(png, BASE) < 0.001  # the legend's colours aside, one series of bars
         assert "The base configuration" not in summary
+
+
+def test_best_yaml_is_the_best_trials_config_and_goes_when_no_trial_has_finished(
+    tmp_path: Path, tiny_space: Callable[..., Path], tiny_overrides: list[str]
+) -> None:
+    from astra.config import load_config, replace
+
+    space = load_space(tiny_space(tmp_path / "s.yaml", tiny_overrides, 2))
+    experiment = tmp_path / "experiment"
+    ramp = [0.2] * NUM_CLASSES
+    configs = {}
+    for number, (trial_id, valid) in enumerate([("lowvalid", 0.2), ("highvali", 0.4)]):
+        _trial(experiment, trial_id, float(number), valid, ramp)
+        configs[trial_id] = replace(space.base_config(), {"train.base_learning_rate": 1e-3 * (number + 1)})
+        (experiment / "trials" / trial_id / "run").mkdir()
+        text = yaml.safe_dump(configs[trial_id].to_dict(), sort_keys=False)
+        (experiment / "trials" / trial_id / "run" / "config.yaml").write_text(text)
+    write_summary(experiment, trial_rows(experiment, space), space)
+    best = experiment / "best.yaml"
+    assert "highvali" in best.read_text().splitlines()[0]
+    assert load_config([best]) == configs["highvali"]
+
+    for trial_id in configs:  # a --report after every result is gone: no best, no best.yaml
+        (experiment / "trials" / trial_id / "result.json").unlink()
+    write_summary(experiment, trial_rows(experiment, space), space)
+    assert not best.exists()
