@@ -198,13 +198,18 @@ def test_a_lost_node_does_not_lose_its_trial(
     first = cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=0, resources={"spare": 1})  # a node with no room for a trial yet
     lost: list[Any] = []
+    replacement: list[subprocess.Popen[bytes]] = []
 
     def lose_the_first_node() -> None:
         try:
             _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
             cluster.remove_node(first, allow_graceful=False)
             lost.append(_reported_epochs(experiment))
-            cluster.add_node(num_cpus=1)  # where the trial can go on
+            # Where the trial can go on. Not cluster.add_node: it starts Ray's processes with
+            # signal handlers, which Python allows from the main thread only (ValueError here).
+            command = ["ray", "start", f"--address={cluster.address}", "--num-cpus=1", "--block"]
+            ray_cli = Path(sys.executable).with_name("ray")
+            replacement.append(subprocess.Popen([str(ray_cli), *command[1:]], stdout=subprocess.DEVNULL))
         except BaseException as error:  # reported by the assertion below
             lost.append(error)
 
@@ -216,6 +221,10 @@ def test_a_lost_node_does_not_lose_its_trial(
         killer.join(timeout=5)
     finally:
         ray.shutdown()
+        for process in replacement:  # ray start --block stops its node's processes on SIGTERM
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
         cluster.shutdown()
     assert len(lost) == 1 and isinstance(lost[0], list), f"the node was not removed: {lost}"
     assert max(lost[0], default=0) < epochs, "the trial had finished before its node was lost"
