@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--out", help="output folder (default EXPERIMENT/ensembles/<selection>-top<K>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bags and the window search")
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="processes of the per-class window search (default: the CPUs this process may use; "
+        "the windows are the same for any N)",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     args = parser.parse_args(argv)
     # After the arguments, so that --help answers wherever the script is run from.
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     options = EnsembleOptions(
         experiment=args.experiment, top=args.top, selection=args.selection, pool=args.pool, init=args.init,
         bags=args.bags, split=args.split, out=args.out, seed=args.seed, protocol=args.protocol,
+        workers=args.workers,
     )  # fmt: skip
     try:
         record = build_ensemble(options)

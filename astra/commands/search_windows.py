@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the Optuna samplers")
     parser.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="processes, classes shared among them (default: the CPUs this process may use; "
+        "the windows are the same for any N)",
+    )  # fmt: skip
+    parser.add_argument(
         "--config", action="append", default=[], metavar="FILE",
         help="YAML config (repeatable; a run's config.yaml): its inference.* settings decode the outputs",
     )  # fmt: skip
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from astra.classes import CLASSES
     from astra.config import ConfigError, load_config
     from astra.files import check_output_file
-    from astra.search.windows import read_split_outputs, search_windows, write_windows
+    from astra.search.windows import read_split_outputs, search_windows, usable_cpus, write_windows
 
     check_output_file(args.out)  # before the search: a folder, under a file, or not writable
     foreign = [o for o in args.overrides if not o.startswith("inference.")]
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         labels, outputs, inference, metric=args.metric, method=args.method,
         trials_per_class=args.trials, low_seconds=args.low, high_seconds=args.high,
         step_seconds=args.step, seed=args.seed, split=args.split,
+        workers=usable_cpus() if args.workers is None else args.workers,
     )  # fmt: skip
     write_windows(args.out, search)
     width = max(len(name) for name in CLASSES)

@@ -76,6 +76,7 @@ class EnsembleOptions:
     out: str | None = None
     seed: int = 0
     protocol: str = "p1"  # "p2": the members are retrained on train+valid+test for the challenge
+    workers: int | None = None  # processes of the window search; None: the CPUs this process may use
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,8 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     """Choose, average, search the windows, write and report (module docstring); returns ensemble.json."""
     if options.top < 1:
         raise EnsembleError(f"--top must be at least 1, got {options.top}")
+    if options.workers is not None and options.workers < 1:
+        raise EnsembleError(f"--workers must be at least 1, got {options.workers}")
     if options.pool < 1:
         raise EnsembleError(f"--pool must be at least 1, got {options.pool}")
     if options.selection not in SELECTIONS:
@@ -225,7 +228,7 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     log.info("members %s, valid tight %.4f", weights, selection.score)
 
     from astra.prediction import write_prediction
-    from astra.search.windows import search_windows
+    from astra.search.windows import search_windows, usable_cpus
 
     # Read game by game: the window search keeps its own columns of the split, nothing else does.
     windows = search_windows(
@@ -236,6 +239,7 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         method="optuna",
         split=valid,
         seed=options.seed,
+        workers=options.workers or usable_cpus(),
     )
     searched = replace(base, {"inference.nms_windows_seconds": list(windows.windows_seconds)}).inference
     source = {"experiment": str(experiment.folder), "members": dict(weights)}

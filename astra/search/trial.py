@@ -134,7 +134,10 @@ def _run_trial(params: Mapping[str, Any], context: TrialContext, trial_id: str, 
 
         torch.set_num_threads(max(1, int(resources.cpus_per_worker)))
         fit(config, context.roots, trial_dir / "run", reporter=report, progress=False)
-        result = finish_trial(trial_dir, context.roots, context.space.windows, trial_id=trial_id)
+        result = finish_trial(
+            trial_dir, context.roots, context.space.windows, trial_id=trial_id,
+            cpus=max(1, int(resources.cpus_per_worker)),
+        )  # fmt: skip
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -158,12 +161,19 @@ def _run_trial(params: Mapping[str, Any], context: TrialContext, trial_id: str, 
 
 
 def finish_trial(
-    trial_dir: Path, roots: DataRoots, windows: WindowSettings, *, trial_id: str = "", device: Any = None
+    trial_dir: Path,
+    roots: DataRoots,
+    windows: WindowSettings,
+    *,
+    trial_id: str = "",
+    device: Any = None,
+    cpus: int = 1,
 ) -> dict[str, Any]:
     """Predict valid and test with the trial's best checkpoint, search the windows on valid, score.
 
     Returns the figures of ``result.json`` (the windows are chosen on valid only; test is scored
-    with the paper's windows and with the searched ones, as they fall).
+    with the paper's windows and with the searched ones, as they fall). The window search runs
+    its classes in ``cpus`` processes.
     """
     from astra.data.dataset import load_split
     from astra.inference import game_annotations, group_by_game, load_for_inference, predict_games
@@ -187,7 +197,7 @@ def finish_trial(
         )  # fmt: skip
         labels[split] = {game: game_annotations(hs) for game, hs in group_by_game(halves).items()}
         outputs[split] = _read_outputs(trial_dir / split, labels[split])
-    return score_trial(labels, outputs, config, windows, trial_dir, record)
+    return score_trial(labels, outputs, config, windows, trial_dir, record, cpus=cpus)
 
 
 def score_trial(
@@ -197,6 +207,8 @@ def score_trial(
     windows: WindowSettings,
     trial_dir: Path,
     record: Mapping[str, Any],
+    *,
+    cpus: int = 1,
 ) -> dict[str, Any]:
     """The trial's figures from its valid and test outputs (see :func:`finish_trial`)."""
     from astra.evaluation.outputs import score_outputs
@@ -214,7 +226,7 @@ def score_trial(
         search = search_windows(
             labels[valid], outputs[valid], config.inference, metric="tight", method=windows.method,
             trials_per_class=windows.trials_per_class, low_seconds=windows.low_seconds,
-            high_seconds=windows.high_seconds, split=valid,
+            high_seconds=windows.high_seconds, split=valid, workers=cpus,
         )  # fmt: skip
         write_windows(trial_dir / "windows.yaml", search)
         result["windows"] = list(search.windows_seconds)
@@ -252,8 +264,9 @@ def _finish_remotely(trial_dir: Path, context: TrialContext, trial_id: str) -> d
     outside = PlacementGroupSchedulingStrategy(placement_group=None)
     return ray.get(
         task.options(scheduling_strategy=outside).remote(
-            trial_dir, context.roots, context.space.windows, trial_id=trial_id
-        )
+            trial_dir, context.roots, context.space.windows, trial_id=trial_id,
+            cpus=max(1, int(resources.cpus_per_worker)),
+        )  # fmt: skip
     )
 
 

@@ -107,12 +107,14 @@ def search_windows(
     step_seconds: float = 0.5,
     seed: int = 0,
     split: str = "valid",
+    workers: int = 1,
 ) -> WindowSearch:
     """Search each class's Soft-NMS window on ``outputs`` against ``labels`` (a validation split).
 
     ``inference`` gives the NMS (soft or hard), its threshold and the starting windows. Optuna
     runs ``trials_per_class`` evaluations per class; the grid evaluates ``low..high`` every
     ``step_seconds``. A class keeps its starting window unless another scores higher.
+    ``workers`` > 1 searches the classes in that many processes, with the same result.
     """
     if split.lower().split("+").count("test"):
         raise WindowsError("windows are chosen on validation outputs, never on the test split")
@@ -124,29 +126,91 @@ def search_windows(
         raise WindowsError(
             f"trials_per_class must be >= 1 and step > 0, got {trials_per_class}, {step_seconds}"
         )
+    if workers < 1:
+        raise WindowsError(f"workers must be >= 1, got {workers}")
     start = tuple(float(w) for w in inference.nms_windows_seconds)
     problem = ClassWindows(
         labels, outputs, inference, metric=metric, max_window_seconds=max(high_seconds, *start)
     )
+    search = _ClassSearch(method, trials_per_class, low_seconds, high_seconds, step_seconds, seed, start)
+    if workers == 1:
+        per_class = [search(problem, c) for c in range(NUM_CLASSES)]
+    else:
+        per_class = _in_processes(problem, search, workers)
     chosen, best_ap, start_ap = [], [], []
-    evaluations = 0
-    for c in range(NUM_CLASSES):
-        scores: dict[float, float] = {start[c]: problem.ap(c, start[c])}
-        if method == "grid":
-            for window in np.arange(low_seconds, high_seconds + 1e-9, step_seconds):
-                window = round(float(window), 6)
-                if window not in scores:
-                    scores[window] = problem.ap(c, window)
-        else:
-            scores = _optuna_class_search(problem, c, start[c], trials_per_class, low_seconds,
-                                          high_seconds, seed, scores)  # fmt: skip
-        evaluations += len(scores)
+    for c, scores in enumerate(per_class):
         # The starting window wins ties: a change must earn its place.
         best_window = max(scores, key=lambda w: (scores[w], w == start[c]))
         chosen.append(best_window)
         best_ap.append(scores[best_window])
         start_ap.append(scores[start[c]])
+    evaluations = sum(len(scores) for scores in per_class)
     return WindowSearch(tuple(chosen), tuple(best_ap), start, tuple(start_ap), metric, split, evaluations)
+
+
+@dataclass(frozen=True)
+class _ClassSearch:
+    """One class's search: every window it evaluated, with its AP (the starting window's included)."""
+
+    method: str
+    trials_per_class: int
+    low_seconds: float
+    high_seconds: float
+    step_seconds: float
+    seed: int
+    start: tuple[float, ...]
+
+    def __call__(self, problem: ClassWindows, c: int) -> dict[float, float]:
+        scores: dict[float, float] = {self.start[c]: problem.ap(c, self.start[c])}
+        if self.method == "grid":
+            for window in np.arange(self.low_seconds, self.high_seconds + 1e-9, self.step_seconds):
+                window = round(float(window), 6)
+                if window not in scores:
+                    scores[window] = problem.ap(c, window)
+            return scores
+        return _optuna_class_search(
+            problem, c, self.start[c], self.trials_per_class, self.low_seconds, self.high_seconds,
+            self.seed, scores,
+        )  # fmt: skip
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a scheduler such as SLURM sets)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_WORKER_PROBLEM: list[ClassWindows] = []  # the problem a worker process was given
+
+
+def _in_processes(problem: ClassWindows, search: _ClassSearch, workers: int) -> list[dict[float, float]]:
+    """The classes' searches in ``workers`` processes, classes handed out one at a time.
+
+    Each class's search is seeded on its own, so the result is that of one process. Spawned,
+    not forked: the caller may hold threads (Ray's, torch's) that a fork would copy mid-work.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # The classes with the most events first: the longest searches do not start last.
+    order = sorted(range(NUM_CLASSES), key=lambda c: -problem.events_of_class(c))
+    with ProcessPoolExecutor(
+        max_workers=min(workers, NUM_CLASSES),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_set_worker_problem,
+        initargs=(problem,),
+    ) as pool:
+        results = dict(zip(order, pool.map(_search_in_worker, [search] * len(order), order), strict=True))
+    return [results[c] for c in range(NUM_CLASSES)]
+
+
+def _set_worker_problem(problem: ClassWindows) -> None:
+    _WORKER_PROBLEM[:] = [problem]
+
+
+def _search_in_worker(search: _ClassSearch, c: int) -> dict[float, float]:
+    return search(_WORKER_PROBLEM[0], c)
 
 
 class ClassWindows:
@@ -194,6 +258,10 @@ class ClassWindows:
         self._labels_of_class = [
             {game: labels[game].of_class(c) for game in self.games} for c in range(NUM_CLASSES)
         ]
+
+    def events_of_class(self, class_index: int) -> int:
+        """The events of class ``class_index`` in the labels: what one evaluation's cost grows with."""
+        return sum(len(events) for events in self._labels_of_class[class_index].values())
 
     def ap(self, class_index: int, window_seconds: float) -> float:
         """The AP (``metric``) of class ``class_index`` with Soft-NMS window ``window_seconds``."""

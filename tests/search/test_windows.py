@@ -131,3 +131,35 @@ def test_a_game_without_detections_of_a_class_scores_without_a_warning(
     assert not [r for r in caplog.records if "no predictions" in r.getMessage()]
     whole = score_outputs(labels, outputs, replace_windows(InferenceConfig(), [8.0] * NUM_CLASSES))
     np.testing.assert_allclose(aps, whole.a_mAP_per_class, atol=1e-12)
+
+
+def test_classes_searched_in_two_processes_give_the_result_of_one() -> None:
+    labels, outputs = _case(seed=3, games=2)
+    one = search_windows(labels, outputs, InferenceConfig(), trials_per_class=6)
+    two = search_windows(labels, outputs, InferenceConfig(), trials_per_class=6, workers=2)
+    assert two == one
+    with pytest.raises(WindowsError, match="workers must be >= 1, got 0"):
+        search_windows(labels, outputs, InferenceConfig(), workers=0)
+
+
+def test_a_ray_task_searches_its_classes_in_processes_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a trial with several CPUs does: processes spawned from a Ray worker, the same windows."""
+    ray = pytest.importorskip("ray")
+    import shutil
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    labels, outputs = _case(seed=4, games=2)
+    local = search_windows(labels, outputs, InferenceConfig(), trials_per_class=4)
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        task = ray.remote(num_cpus=2)(search_windows)
+        remote = ray.get(task.remote(labels, outputs, InferenceConfig(), trials_per_class=4, workers=2))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert remote == local
