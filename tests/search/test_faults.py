@@ -74,9 +74,11 @@ def _reported_epochs(experiment: Path) -> list[int]:
     return epochs
 
 
-def _trial_workers() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ImplicitFunc" in line]
+def _trial_workers(session: int) -> list[int]:
+    """The trial processes of the search started as session ``session``: never another Ray's on the machine."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(maxsplit=2) for line in out.splitlines()]
+    return [int(pid) for pid, sid, args in rows if int(sid) == session and "ImplicitFunc" in args]
 
 
 def _search(space: Path, data: Path, experiment: Path) -> list[str]:
@@ -113,7 +115,7 @@ def test_a_killed_trial_worker_resumes_from_its_last_checkpoint(
     space = _space(tmp_path / "kill.yaml", tiny_overrides, trials=1)
     experiment = tmp_path / "experiment"
     with _search_past_its_first_checkpoint(_search(space, data, experiment), tmp_path, experiment) as search:
-        workers = _wait_for(_trial_workers, "the trial's worker process")
+        workers = _wait_for(lambda: _trial_workers(search.pid), "the trial's worker process")
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         assert search.wait(timeout=600) == 0
