@@ -21,7 +21,7 @@ The members' noise (``--background``):
   outputs stay mostly well under 0.01, as a trained model's sigmoid outputs do (the floor is
   around 1e-3): about 5% of the scores above the threshold, some 1,300 detections per half.
 
-    python benchmarks/ensemble_speed.py [--games 100] [--members 4] [--background noisy] [--seed 0]
+    python benchmarks/ensemble_speed.py [--games 100] [--members 4] [--background noisy] [--seed 0] [--workers N]
 """
 
 from __future__ import annotations
@@ -120,6 +120,10 @@ def main() -> None:
         help="the members' noise: added everywhere (default), or multiplying (see above)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="processes of the build (default: the CPUs this process may use, as the command)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -141,13 +145,15 @@ def main() -> None:
         before = _peak_rss_mb()
         started = time.perf_counter()
         record = build_ensemble(
-            EnsembleOptions(experiment=str(experiment), top=args.members, pool=args.members)
+            EnsembleOptions(
+                experiment=str(experiment), top=args.members, pool=args.members, workers=args.workers
+            )
         )
         seconds = time.perf_counter() - started
     member_split_mb = args.games * 2 * 5400 * len(CLASSES) * 4 / 2**20
     print(
         f"\nbuild: {seconds:.1f} s for {args.games} games per split and {args.members} candidates, "
-        f"{args.background} background "
+        f"{args.background} background, {args.workers or 'default'} workers "
         f"({record['evaluations']} ensembles scored on valid); members {record['members']}"
     )
     print(f"valid tight {record['scores']['valid']['searched']['tight']:.4f} (searched windows)")

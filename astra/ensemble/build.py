@@ -196,6 +196,9 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         for split in (valid, test)
     }
 
+    from astra.search.windows import search_windows, usable_cpus
+
+    workers = options.workers or usable_cpus()  # processes: the scores are the same for any number
     cache: dict[tuple[tuple[str, int], ...], float] = {}
 
     def score(ensembles: Sequence[Mapping[str, int]]) -> list[float]:
@@ -204,7 +207,7 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         if todo:
             for key, value in zip(
                 [tuple(sorted(e.items())) for e in todo],
-                score_ensembles(members_of[valid], labels[valid], todo, base.inference),
+                score_ensembles(members_of[valid], labels[valid], todo, base.inference, workers=workers),
                 strict=True,
             ):
                 cache[key] = float(value.a_mAP)
@@ -228,7 +231,6 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     log.info("members %s, valid tight %.4f", weights, selection.score)
 
     from astra.prediction import write_prediction
-    from astra.search.windows import search_windows, usable_cpus
 
     # Read game by game: the window search keeps its own columns of the split, nothing else does.
     windows = search_windows(
@@ -239,7 +241,7 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         method="optuna",
         split=valid,
         seed=options.seed,
-        workers=options.workers or usable_cpus(),
+        workers=workers,
     )
     searched = replace(base, {"inference.nms_windows_seconds": list(windows.windows_seconds)}).inference
     source = {"experiment": str(experiment.folder), "members": dict(weights)}

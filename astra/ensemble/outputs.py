@@ -76,16 +76,54 @@ def score_ensembles(
     ensembles: Sequence[Mapping[str, float]],
     inference: InferenceConfig,
     metric: str = "tight",
+    workers: int = 1,
 ) -> list[AverageMAP]:
-    """The a-mAP of each ensemble's averaged outputs on ``labels`` (one reading of the split)."""
+    """The a-mAP of each ensemble's averaged outputs on ``labels`` (one reading of the split).
+
+    ``workers`` > 1 reads and decodes the games in that many processes (each holds one game
+    per member at a time), with the same result.
+    """
+    games = list(labels)
+    ensembles = [dict(ensemble) for ensemble in ensembles]
+    if workers == 1 or len(games) < 2:
+        found = _detections(members, games, ensembles, inference)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Several chunks per process: a slow game does not hold the others back.
+        chunks = [games[i :: 4 * workers] for i in range(min(len(games), 4 * workers))]
+        found = {}
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            for part in pool.map(
+                _detections, [members] * len(chunks), chunks, [ensembles] * len(chunks),
+                [inference] * len(chunks),
+            ):  # fmt: skip
+                found.update(part)
+    return [
+        evaluate_dense(labels, {game: found[game][e] for game in games}, metric)
+        for e in range(len(ensembles))
+    ]
+
+
+def _detections(
+    members: MemberOutputs,
+    games: Sequence[str],
+    ensembles: Sequence[Mapping[str, float]],
+    inference: InferenceConfig,
+) -> dict[str, list[list[np.ndarray]]]:
+    """``{game: [each ensemble's [half 1, half 2] dense detections]}``."""
     needed = sorted({trial for ensemble in ensembles for trial in ensemble})
-    detections: list[dict[str, list[np.ndarray]]] = [{} for _ in ensembles]
-    for game in labels:
+    found: dict[str, list[list[np.ndarray]]] = {}
+    for game in games:
         outputs = members.game(game, needed)
-        for found, ensemble in zip(detections, ensembles, strict=True):
+        found[game] = []
+        for ensemble in ensembles:
             mean = average(outputs, ensemble)
-            found[game] = [dense_detections(mean[half], inference) for half in (1, 2)]
-    return [evaluate_dense(labels, found, metric) for found in detections]
+            found[game].append([dense_detections(mean[half], inference) for half in (1, 2)])
+    return found
 
 
 def averaged_games(

@@ -178,6 +178,18 @@ def test_greedy_picks_the_complementary_member_over_the_duplicate(experiment: Pa
     assert select(["A", "A2", "B"], [0.5, 0.49, 0.45], score, k=2, bags=4, seed=1).weights == bagged.weights
 
 
+def test_ensembles_scored_in_two_processes_score_as_in_one(experiment: Path) -> None:
+    labels = _labels_of(experiment, "valid")
+    folders = {t: experiment / "trials" / t / "valid" / "per_position" for t in ("A", "B")}
+    members = MemberOutputs(folders, list(labels), "valid")
+    ensembles = [{"A": 1}, {"A": 1, "B": 2}]
+    one = score_ensembles(members, labels, ensembles, InferenceConfig())
+    two = score_ensembles(members, labels, ensembles, InferenceConfig(), workers=2)
+    assert [s.a_mAP for s in two] == [s.a_mAP for s in one]
+    assert [list(s.a_mAP_per_class) for s in two] == [list(s.a_mAP_per_class) for s in one]
+    assert one[0].a_mAP != one[1].a_mAP  # two different ensembles, each kept apart
+
+
 def test_build_writes_the_ensemble_report_and_challenge_submission(experiment: Path) -> None:
     out = experiment / "ens"
     record = build_ensemble(
