@@ -130,12 +130,11 @@ def main() -> None:
         started = time.perf_counter()
         sampler.start()
         try:
-            status = run_search(
-                SearchOptions(
-                    space=str(space_file), data=str(data), experiment=str(experiment),
-                    trials=args.trials, concurrent=args.concurrent,
-                )  # fmt: skip
-            )
+            options = SearchOptions(
+                space=str(space_file), data=str(data), experiment=str(experiment),
+                trials=args.trials, concurrent=args.concurrent,
+            )  # fmt: skip
+            status = run_search(options)
         finally:
             stop.set()
             sampler.join()

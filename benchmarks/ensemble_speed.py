@@ -21,7 +21,8 @@ The members' noise (``--background``):
   outputs stay mostly well under 0.01, as a trained model's sigmoid outputs do (the floor is
   around 1e-3): about 5% of the scores above the threshold, some 1,300 detections per half.
 
-    python benchmarks/ensemble_speed.py [--games 100] [--members 4] [--background noisy] [--seed 0] [--workers N]
+    python benchmarks/ensemble_speed.py [--games 100] [--members 4] [--background noisy] [--seed 0]
+        [--workers N]
 """
 
 from __future__ import annotations

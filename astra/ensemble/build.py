@@ -243,6 +243,9 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         seed=options.seed,
         workers=workers,
     )
+    log.info(
+        "windows searched on %s: tight %.4f (paper's windows %.4f)", valid, windows.a_map, windows.start_a_map
+    )
     searched = replace(base, {"inference.nms_windows_seconds": list(windows.windows_seconds)}).inference
     source = {"experiment": str(experiment.folder), "members": dict(weights)}
     scores: dict[str, dict[str, Any]] = {}
@@ -255,11 +258,12 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
             source=source,
             overwrite=True,
         )
-        outputs = _LazyOutputs(out / split / "per_position")
-        scores[split] = {
-            name: _figures(labels[split], outputs, inference)
-            for name, inference in (("paper", base.inference), ("searched", searched))
-        }
+        log.info("%s written to %s", split, out / split)
+        scores[split] = _figures(
+            labels[split], out / split / "per_position", {"paper": base.inference, "searched": searched},
+            workers=workers,
+        )  # fmt: skip
+        log.info("%s scored: tight %.4f with the searched windows", split, scores[split]["searched"]["tight"])
     challenge = None
     if options.split == "challenge":
         challenge = _challenge(experiment, weights, searched, out, source, protocol=options.protocol)
@@ -291,22 +295,64 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     return record
 
 
-def _figures(labels: Mapping[str, Annotations], outputs: Mapping[str, Any], inference: Any) -> dict[str, Any]:
-    # score_outputs for both metrics, decoding each half once (Soft-NMS is most of the work).
-    detections: dict[str, list[np.ndarray]] = {}
-    for game in labels:
+def _figures(
+    labels: Mapping[str, Annotations],
+    per_position_dir: Path,
+    inferences: Mapping[str, Any],
+    *,
+    workers: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """Each inference's tight, loose, visible, not shown and per-class figures of the outputs.
+
+    Each game is read once and decoded by every inference, in ``workers`` processes (the games
+    shared among them); Soft-NMS is most of the work.
+    """
+    games = list(labels)
+    if workers == 1 or len(games) < 2:
+        decoded = _decode_games(per_position_dir, games, inferences)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [games[i :: 4 * workers] for i in range(min(len(games), 4 * workers))]
+        decoded = {}
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            for part in pool.map(
+                _decode_games, [per_position_dir] * len(chunks), chunks, [dict(inferences)] * len(chunks)
+            ):
+                decoded.update(part)
+    figures = {}
+    for name in inferences:
+        # Games without outputs are left out: evaluate_dense names them.
+        detections = {game: decoded[game][name] for game in games if game in decoded}
+        tight = evaluate_dense(labels, detections, "tight")
+        loose = evaluate_dense(labels, detections, "loose")
+        figures[name] = {
+            "tight": tight.a_mAP, "loose": loose.a_mAP, "visible": tight.a_mAP_visible,
+            "unshown": tight.a_mAP_unshown, "per_class": [float(v) for v in tight.a_mAP_per_class],
+        }  # fmt: skip
+    return figures
+
+
+def _decode_games(
+    per_position_dir: Path, games: Sequence[str], inferences: Mapping[str, Any]
+) -> dict[str, dict[str, list[np.ndarray]]]:
+    """``{game: {inference name: [half 1, half 2] dense detections]}}`` of the games written."""
+    outputs = _LazyOutputs(per_position_dir)
+    decoded: dict[str, dict[str, list[np.ndarray]]] = {}
+    for game in games:
         if game not in outputs:
-            continue  # evaluate_dense names the missing games
+            continue
         halves = outputs[game]
         if sorted(halves) != [1, 2]:
             raise EvaluationError(f"game {game!r}: expected outputs of halves 1 and 2, got {sorted(halves)}")
-        detections[game] = [dense_detections(np.asarray(halves[half]), inference) for half in (1, 2)]
-    tight = evaluate_dense(labels, detections, "tight")
-    loose = evaluate_dense(labels, detections, "loose")
-    return {
-        "tight": tight.a_mAP, "loose": loose.a_mAP, "visible": tight.a_mAP_visible,
-        "unshown": tight.a_mAP_unshown, "per_class": [float(v) for v in tight.a_mAP_per_class],
-    }  # fmt: skip
+        decoded[game] = {
+            name: [dense_detections(np.asarray(halves[half]), inference) for half in (1, 2)]
+            for name, inference in inferences.items()
+        }
+    return decoded
 
 
 def _per_class_differences(members: Sequence[Candidate]) -> list[list[float]]:
@@ -352,7 +398,8 @@ def _challenge(
     withheld = experiment.roots.labels / CHALLENGE_LABELS_DIRNAME
     if withheld.is_dir():
         labels = {g: read_labels(withheld / g / LABELS_FILENAME) for g in games}
-        result["withheld_labels"] = _figures(labels, _LazyOutputs(out / split / "per_position"), searched)
+        figures = _figures(labels, out / split / "per_position", {"searched": searched})
+        result["withheld_labels"] = figures["searched"]
     return result
 
 

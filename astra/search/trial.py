@@ -262,11 +262,11 @@ def _finish_remotely(trial_dir: Path, context: TrialContext, trial_id: str) -> d
     # Out of the trial's placement group (its one bundle is the trial's own 0.01 CPU): on the
     # resources its Ray Train workers have just given back.
     outside = PlacementGroupSchedulingStrategy(placement_group=None)
+    cpus = max(1, int(resources.cpus_per_worker))
     return ray.get(
         task.options(scheduling_strategy=outside).remote(
-            trial_dir, context.roots, context.space.windows, trial_id=trial_id,
-            cpus=max(1, int(resources.cpus_per_worker)),
-        )  # fmt: skip
+            trial_dir, context.roots, context.space.windows, trial_id=trial_id, cpus=cpus
+        )
     )
 
 

@@ -75,7 +75,7 @@ def _reported_epochs(experiment: Path) -> list[int]:
 
 
 def _trial_workers(session: int) -> list[int]:
-    """The trial processes of the search started as session ``session``: never another Ray's on the machine."""
+    """The trial processes of the search started as session ``session``, never another Ray's."""
     out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=True).stdout
     rows = [line.split(maxsplit=2) for line in out.splitlines()]
     return [int(pid) for pid, sid, args in rows if int(sid) == session and "ImplicitFunc" in args]
