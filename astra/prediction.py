@@ -29,6 +29,7 @@ from astra import per_position
 from astra.config import InferenceConfig
 from astra.files import OutputPathError, atomic_write, check_output_folder
 from astra.postprocess.decode import decode_game
+from astra.processes import map_games
 from astra.submission import Spots, write_submission
 
 PER_POSITION_DIR = "per_position"
@@ -73,6 +74,7 @@ def write_prediction(
     *,
     source: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> Prediction:
     """Write the outputs of ``split`` (``(game, {half: [F, 17]})`` pairs, consumed one at a time).
 
@@ -80,6 +82,7 @@ def write_prediction(
     results decoded with ``inference`` (NMS and its windows) from the outputs as written
     (float16, ``astra.per_position``), so that they are the results of the per-position files.
     ``source`` is recorded in ``prediction.json`` (the checkpoint, the ensemble's members, ...).
+    ``workers`` > 1 decodes the games in that many processes, with the same results.
     """
     out_dir = Path(out_dir)
     check_target(out_dir, split, overwrite=overwrite)
@@ -87,14 +90,15 @@ def write_prediction(
     _remove_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out_dir))
     try:
-        results: dict[str, Spots] = {}
+        games = []
         for game, halves in outputs:
             per_position.write_game(staging / PER_POSITION_DIR, game, dict(halves))
-            # Decoded from the outputs as stored (float16), which window searches, ensembles and
-            # scores read: the zip's results are those of the per-position files beside it.
-            results[game] = decode_game(per_position.read_game(staging / PER_POSITION_DIR, game), inference)
-        if not results:
+            games.append(game)
+        if not games:
             raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
+        # Decoded from the outputs as stored (float16), which window searches, ensembles and
+        # scores read: the zip's results are those of the per-position files beside it.
+        results = map_games(_decode_stored, games, staging / PER_POSITION_DIR, inference, workers=workers)
         write_submission(staging / PREDICTIONS_DIR, results, zip_path=staging / ZIP_NAME)
         manifest = {
             "split": split,
@@ -109,6 +113,10 @@ def write_prediction(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Prediction(out_dir, split, tuple(results))
+
+
+def _decode_stored(games: list[str], folder: Path, inference: InferenceConfig) -> dict[str, Spots]:
+    return {game: decode_game(per_position.read_game(folder, game), inference) for game in games}
 
 
 def read_prediction(out_dir: str | Path) -> Prediction:

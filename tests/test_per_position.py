@@ -128,3 +128,19 @@ def test_a_predictions_zip_holds_the_results_of_its_per_position_files(tmp_path:
     for field in ("half", "position_ms", "class_index", "confidence"):
         np.testing.assert_array_equal(getattr(zipped, field), getattr(stored, field), err_msg=field)
     assert not np.array_equal(stored.confidence, unrounded.confidence)  # the rounding shows
+
+
+def test_a_prediction_decoded_in_two_processes_is_the_prediction_of_one(tmp_path: Path) -> None:
+    from astra.config import InferenceConfig
+    from astra.prediction import PREDICTIONS_DIR, ZIP_NAME, write_prediction
+
+    rng = np.random.default_rng(1)
+    games = [(f"league/season/game {g}", {h: rng.uniform(0, 1, (300, NUM_CLASSES)).astype(np.float32)
+                                          for h in (1, 2)}) for g in range(5)]  # fmt: skip
+    one = write_prediction(tmp_path / "one", "test", games, InferenceConfig())
+    two = write_prediction(tmp_path / "two", "test", games, InferenceConfig(), workers=2)
+    assert two.games == one.games == tuple(game for game, _ in games)  # in the order given
+    for game, _ in games:
+        path = Path(PREDICTIONS_DIR) / game / "results_spotting.json"
+        assert (tmp_path / "two" / path).read_bytes() == (tmp_path / "one" / path).read_bytes()
+    assert (tmp_path / "two" / ZIP_NAME).stat().st_size == (tmp_path / "one" / ZIP_NAME).stat().st_size

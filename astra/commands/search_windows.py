@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from astra.classes import CLASSES
     from astra.config import ConfigError, load_config
     from astra.files import check_output_file
-    from astra.search.windows import read_split_outputs, search_windows, usable_cpus, write_windows
+    from astra.processes import usable_cpus
+    from astra.search.windows import read_split_outputs, search_windows, write_windows
 
     check_output_file(args.out)  # before the search: a folder, under a file, or not writable
     foreign = [o for o in args.overrides if not o.startswith("inference.")]

@@ -196,7 +196,8 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         for split in (valid, test)
     }
 
-    from astra.search.windows import search_windows, usable_cpus
+    from astra.processes import usable_cpus
+    from astra.search.windows import search_windows
 
     workers = options.workers or usable_cpus()  # processes: the scores are the same for any number
     cache: dict[tuple[tuple[str, int], ...], float] = {}
@@ -257,6 +258,7 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
             searched,
             source=source,
             overwrite=True,
+            workers=workers,
         )
         log.info("%s written to %s", split, out / split)
         scores[split] = _figures(
@@ -307,22 +309,10 @@ def _figures(
     Each game is read once and decoded by every inference, in ``workers`` processes (the games
     shared among them); Soft-NMS is most of the work.
     """
-    games = list(labels)
-    if workers == 1 or len(games) < 2:
-        decoded = _decode_games(per_position_dir, games, inferences)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    from astra.processes import map_games
 
-        chunks = [games[i :: 4 * workers] for i in range(min(len(games), 4 * workers))]
-        decoded = {}
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")
-        ) as pool:
-            for part in pool.map(
-                _decode_games, [per_position_dir] * len(chunks), chunks, [dict(inferences)] * len(chunks)
-            ):
-                decoded.update(part)
+    games = list(labels)
+    decoded = map_games(_decode_games, games, per_position_dir, dict(inferences), workers=workers)
     figures = {}
     for name in inferences:
         # Games without outputs are left out: evaluate_dense names them.
@@ -337,7 +327,7 @@ def _figures(
 
 
 def _decode_games(
-    per_position_dir: Path, games: Sequence[str], inferences: Mapping[str, Any]
+    games: Sequence[str], per_position_dir: Path, inferences: Mapping[str, Any]
 ) -> dict[str, dict[str, list[np.ndarray]]]:
     """``{game: {inference name: [half 1, half 2] dense detections]}}`` of the games written."""
     outputs = _LazyOutputs(per_position_dir)

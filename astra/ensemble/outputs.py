@@ -20,6 +20,7 @@ from astra.config import InferenceConfig
 from astra.data.labels import Annotations
 from astra.evaluation.average_map import AverageMAP, evaluate_dense
 from astra.postprocess.decode import dense_detections
+from astra.processes import map_games
 
 Halves = dict[int, np.ndarray]
 
@@ -85,23 +86,7 @@ def score_ensembles(
     """
     games = list(labels)
     ensembles = [dict(ensemble) for ensemble in ensembles]
-    if workers == 1 or len(games) < 2:
-        found = _detections(members, games, ensembles, inference)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # Several chunks per process: a slow game does not hold the others back.
-        chunks = [games[i :: 4 * workers] for i in range(min(len(games), 4 * workers))]
-        found = {}
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")
-        ) as pool:
-            for part in pool.map(
-                _detections, [members] * len(chunks), chunks, [ensembles] * len(chunks),
-                [inference] * len(chunks),
-            ):  # fmt: skip
-                found.update(part)
+    found = map_games(_detections, games, members, ensembles, inference, workers=workers)
     return [
         evaluate_dense(labels, {game: found[game][e] for game in games}, metric)
         for e in range(len(ensembles))
@@ -109,8 +94,8 @@ def score_ensembles(
 
 
 def _detections(
-    members: MemberOutputs,
     games: Sequence[str],
+    members: MemberOutputs,
     ensembles: Sequence[Mapping[str, float]],
     inference: InferenceConfig,
 ) -> dict[str, list[list[np.ndarray]]]:

@@ -174,13 +174,6 @@ class _ClassSearch:
         )  # fmt: skip
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, which a scheduler such as SLURM sets)."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 _WORKER_PROBLEM: list[ClassWindows] = []  # the problem a worker process was given
 
 
@@ -190,17 +183,11 @@ def _in_processes(problem: ClassWindows, search: _ClassSearch, workers: int) -> 
     Each class's search is seeded on its own, so the result is that of one process. Spawned,
     not forked: the caller may hold threads (Ray's, torch's) that a fork would copy mid-work.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from astra.processes import spawn_pool
 
     # The classes with the most events first: the longest searches do not start last.
     order = sorted(range(NUM_CLASSES), key=lambda c: -problem.events_of_class(c))
-    with ProcessPoolExecutor(
-        max_workers=min(workers, NUM_CLASSES),
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_set_worker_problem,
-        initargs=(problem,),
-    ) as pool:
+    with spawn_pool(min(workers, NUM_CLASSES), initializer=_set_worker_problem, initargs=(problem,)) as pool:
         results = dict(zip(order, pool.map(_search_in_worker, [search] * len(order), order), strict=True))
     return [results[c] for c in range(NUM_CLASSES)]
 

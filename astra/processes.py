@@ -1,0 +1,53 @@
+"""Work over a split's games shared among processes (the standard library's process pool).
+
+Decoding per-position outputs (Soft-NMS) is per game and independent, and most of the time of
+an ensemble's build or a prediction's writing: :func:`map_games` spreads the games over
+``workers`` processes and gives back the results in the games' order, the same as one process.
+The processes are spawned, not forked: a caller may hold threads (Ray's, torch's) that a fork
+would copy mid-work.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+CHUNKS_PER_WORKER = 4  # several chunks per process: one slow game does not hold the others back
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a scheduler such as SLURM sets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def spawn_pool(workers: int, **kwargs: Any) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), **kwargs)
+
+
+def map_games(
+    function: Callable[..., dict[str, T]], games: Sequence[str], *args: Any, workers: int = 1
+) -> dict[str, T]:
+    """``function(chunk, *args)`` over chunks of ``games``, merged into ``{game: value}`` in ``games``' order.
+
+    ``function`` returns ``{game: value}`` for the games of its chunk (it may leave some out); it
+    and ``args`` must pickle (a module-level function) when ``workers`` > 1.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    games = list(games)
+    if workers == 1 or len(games) < 2:
+        merged = function(games, *args)
+    else:
+        count = min(len(games), CHUNKS_PER_WORKER * workers)
+        chunks = [games[i::count] for i in range(count)]
+        merged = {}
+        with spawn_pool(min(workers, count)) as pool:
+            for part in pool.map(function, chunks, *([arg] * count for arg in args)):
+                merged.update(part)
+    return {game: merged[game] for game in games if game in merged}
