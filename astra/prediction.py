@@ -30,7 +30,7 @@ from astra.config import InferenceConfig
 from astra.files import OutputPathError, atomic_write, check_output_folder
 from astra.postprocess.decode import decode_game
 from astra.processes import map_games
-from astra.submission import Spots, write_submission
+from astra.submission import results_document, write_documents
 
 PER_POSITION_DIR = "per_position"
 PREDICTIONS_DIR = "predictions"
@@ -98,11 +98,11 @@ def write_prediction(
             raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
         # Decoded from the outputs as stored (float16), which window searches, ensembles and
         # scores read: the zip's results are those of the per-position files beside it.
-        results = map_games(_decode_stored, games, staging / PER_POSITION_DIR, inference, workers=workers)
-        write_submission(staging / PREDICTIONS_DIR, results, zip_path=staging / ZIP_NAME)
+        documents = map_games(_decode_stored, games, staging / PER_POSITION_DIR, inference, workers=workers)
+        write_documents(staging / PREDICTIONS_DIR, dict(documents.values()), zip_path=staging / ZIP_NAME)
         manifest = {
             "split": split,
-            "games": list(results),
+            "games": games,
             "nms": inference.nms,
             "nms_windows_seconds": list(inference.nms_windows_seconds),
             "source": dict(source or {}),
@@ -112,11 +112,17 @@ def write_prediction(
             json.dump(manifest, f, indent=1)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Prediction(out_dir, split, tuple(results))
+    return Prediction(out_dir, split, tuple(games))
 
 
-def _decode_stored(games: list[str], folder: Path, inference: InferenceConfig) -> dict[str, Spots]:
-    return {game: decode_game(per_position.read_game(folder, game), inference) for game in games}
+def _decode_stored(
+    games: list[str], folder: Path, inference: InferenceConfig
+) -> dict[str, tuple[str, bytes]]:
+    """Each game's results file, rendered (``astra.submission.results_document``)."""
+    return {
+        game: results_document(game, decode_game(per_position.read_game(folder, game), inference))
+        for game in games
+    }
 
 
 def read_prediction(out_dir: str | Path) -> Prediction:

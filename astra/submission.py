@@ -245,11 +245,22 @@ def write_submission(
     The zip's entries are ``<game>/results_spotting.json``. Every file is written
     atomically. Returns the paths of the written results files.
     """
+    documents = dict(results_document(game, spots) for game, spots in results.items())
+    return write_documents(out_dir, documents, zip_path)
+
+
+def results_document(game: str, spots: Spots) -> tuple[str, bytes]:
+    """The checked game name and the bytes of its ``results_spotting.json`` (what
+    :func:`write_documents` writes): the rendering, apart from the writing, for processes."""
+    name = _checked_game_name(game)
+    return name, _results_bytes(name, spots, source=f"game {name!r}")
+
+
+def write_documents(
+    out_dir: str | Path, documents: Mapping[str, bytes], zip_path: str | Path | None = None
+) -> list[Path]:
+    """Write rendered results (:func:`results_document`) as :func:`write_submission` does."""
     out_dir = Path(out_dir)
-    documents = {}
-    for game, spots in results.items():
-        name = _checked_game_name(game)
-        documents[name] = _results_bytes(name, spots, source=f"game {name!r}")
     written = []
     for name, data in documents.items():
         path = out_dir / name / RESULTS_FILENAME
