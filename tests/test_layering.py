@@ -13,6 +13,7 @@ NUMPY_SIDE = [
     "astra.evaluation",
     "astra.per_position",
     "astra.prediction",
+    "astra.processes",
     "astra.submission",
     "astra.search.windows",
     "astra.search.space",
