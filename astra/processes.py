@@ -4,7 +4,8 @@ Decoding per-position outputs (Soft-NMS) is per game and independent, and most o
 an ensemble's build or a prediction's writing: :func:`map_games` spreads the games over
 ``workers`` processes and gives back the results in the games' order, the same as one process.
 The processes are spawned, not forked: a caller may hold threads (Ray's, torch's) that a fork
-would copy mid-work.
+would copy mid-work. As with any spawned pool, a script that asks for more than one worker
+needs the ``if __name__ == "__main__":`` guard around its work (the commands have it).
 """
 
 from __future__ import annotations

@@ -76,7 +76,9 @@ class EnsembleOptions:
     out: str | None = None
     seed: int = 0
     protocol: str = "p1"  # "p2": the members are retrained on train+valid+test for the challenge
-    workers: int | None = None  # processes of the window search; None: the CPUs this process may use
+    # Processes (astra.processes): None for the CPUs this process may use. A script calling
+    # build_ensemble with more than one needs the `if __name__ == "__main__":` guard.
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
