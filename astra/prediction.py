@@ -29,7 +29,7 @@ from astra import per_position
 from astra.config import InferenceConfig
 from astra.files import OutputPathError, atomic_write, check_output_folder
 from astra.postprocess.decode import decode_game
-from astra.processes import map_games
+from astra.processes import check_workers, map_games
 from astra.submission import results_document, write_documents
 
 PER_POSITION_DIR = "per_position"
@@ -85,13 +85,16 @@ def write_prediction(
     ``workers`` > 1 decodes the games in that many processes, with the same results.
     """
     out_dir = Path(out_dir)
+    check_workers(workers)
     check_target(out_dir, split, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out_dir))
     try:
-        games = []
+        games: list[str] = []
         for game, halves in outputs:
+            if game in games:
+                raise PredictionError(f"split {split!r}: game {game!r} given twice")
             per_position.write_game(staging / PER_POSITION_DIR, game, dict(halves))
             games.append(game)
         if not games:

@@ -14,21 +14,55 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 CHUNKS_PER_WORKER = 4  # several chunks per process: one slow game does not hold the others back
+DEFAULT_MAX_WORKERS = 8  # each process holds its own copy of what it works on
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, which a scheduler such as SLURM sets)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+class WorkerError(ValueError):
+    """A worker process that died (killed, out of memory) or a bad number of workers."""
+
+
+def usable_cpus(limit: int = DEFAULT_MAX_WORKERS) -> int:
+    """The CPUs this process may run on (its affinity, which a scheduler such as SLURM sets), at
+    most ``limit``: the default number of workers of the commands that take ``--workers``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, limit))
+
+
+def check_workers(workers: int) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise WorkerError(f"workers must be a whole number >= 1, got {workers!r}")
+    return workers
+
+
+def positive_int(text: str) -> int:
+    """``--workers N`` for argparse: a whole number >= 1, refused before any work otherwise."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def spawn_pool(workers: int, **kwargs: Any) -> ProcessPoolExecutor:
     """A pool of ``workers`` spawned processes."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), **kwargs)
+
+
+def died(error: BrokenProcessPool) -> WorkerError:
+    """The error to raise when a pool's process died: what happened and what to try."""
+    return WorkerError(
+        f"a worker process died before it finished ({error}); out of memory? Try fewer workers (--workers 1)"
+    )
 
 
 def map_games(
@@ -39,8 +73,7 @@ def map_games(
     ``function`` returns ``{game: value}`` for the games of its chunk (it may leave some out); it
     and ``args`` must pickle (a module-level function) when ``workers`` > 1.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    check_workers(workers)
     games = list(games)
     if workers == 1 or len(games) < 2:
         merged = function(games, *args)
@@ -48,7 +81,10 @@ def map_games(
         count = min(len(games), CHUNKS_PER_WORKER * workers)
         chunks = [games[i::count] for i in range(count)]
         merged = {}
-        with spawn_pool(min(workers, count)) as pool:
-            for part in pool.map(function, chunks, *([arg] * count for arg in args)):
-                merged.update(part)
+        try:
+            with spawn_pool(min(workers, count)) as pool:
+                for part in pool.map(function, chunks, *([arg] * count for arg in args)):
+                    merged.update(part)
+        except BrokenProcessPool as error:
+            raise died(error) from None
     return {game: merged[game] for game in games if game in merged}

@@ -129,6 +129,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("optuna").setLevel(logging.WARNING)
     from astra.ensemble.build import EnsembleOptions, build_ensemble
+    from astra.processes import usable_cpus
 
     with tempfile.TemporaryDirectory(prefix="astra-ensemble-") as folder:
         started = time.perf_counter()
@@ -145,11 +146,11 @@ def main() -> None:
         print(f"experiment written in {time.perf_counter() - started:.0f} s (not timed below)")
         before = _peak_rss_mb()
         started = time.perf_counter()
-        record = build_ensemble(
-            EnsembleOptions(
-                experiment=str(experiment), top=args.members, pool=args.members, workers=args.workers
-            )
+        workers = usable_cpus() if args.workers is None else args.workers
+        options = EnsembleOptions(
+            experiment=str(experiment), top=args.members, pool=args.members, workers=workers
         )
+        record = build_ensemble(options)
         seconds = time.perf_counter() - started
     member_split_mb = args.games * 2 * 5400 * len(CLASSES) * 4 / 2**20
     print(

@@ -21,6 +21,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from astra.processes import DEFAULT_MAX_WORKERS, positive_int, usable_cpus
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -55,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default EXPERIMENT/ensembles/<selection>-top<K>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bags and the window search")
     parser.add_argument(
-        "--workers", type=int, default=None, metavar="N",
-        help="processes of the per-class window search (default: the CPUs this process may use; "
-        "the windows are the same for any N)",
+        "--workers", type=positive_int, default=None, metavar="N",
+        help="processes for the window search, the scoring of candidate averages and the decoding "
+        f"of predictions (default: the CPUs this process may use, at most {DEFAULT_MAX_WORKERS}; "
+        "the results are the same for any N)",
     )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     args = parser.parse_args(argv)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     options = EnsembleOptions(
         experiment=args.experiment, top=args.top, selection=args.selection, pool=args.pool, init=args.init,
         bags=args.bags, split=args.split, out=args.out, seed=args.seed, protocol=args.protocol,
-        workers=args.workers,
+        workers=usable_cpus() if args.workers is None else args.workers,
     )  # fmt: skip
     try:
         record = build_ensemble(options)

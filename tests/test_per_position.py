@@ -132,7 +132,7 @@ def test_a_predictions_zip_holds_the_results_of_its_per_position_files(tmp_path:
 
 def test_a_prediction_decoded_in_two_processes_is_the_prediction_of_one(tmp_path: Path) -> None:
     from astra.config import InferenceConfig
-    from astra.prediction import PREDICTIONS_DIR, ZIP_NAME, write_prediction
+    from astra.prediction import PREDICTIONS_DIR, ZIP_NAME, PredictionError, write_prediction
 
     rng = np.random.default_rng(1)
     games = [(f"league/season/game {g}", {h: rng.uniform(0, 1, (300, NUM_CLASSES)).astype(np.float32)
@@ -143,4 +143,13 @@ def test_a_prediction_decoded_in_two_processes_is_the_prediction_of_one(tmp_path
     for game, _ in games:
         path = Path(PREDICTIONS_DIR) / game / "results_spotting.json"
         assert (tmp_path / "two" / path).read_bytes() == (tmp_path / "one" / path).read_bytes()
-    assert (tmp_path / "two" / ZIP_NAME).stat().st_size == (tmp_path / "one" / ZIP_NAME).stat().st_size
+    import zipfile
+
+    with (
+        zipfile.ZipFile(tmp_path / "one" / ZIP_NAME) as one_zip,
+        zipfile.ZipFile(tmp_path / "two" / ZIP_NAME) as two_zip,
+    ):
+        assert two_zip.namelist() == one_zip.namelist()  # the games in the same order
+        assert all(two_zip.read(name) == one_zip.read(name) for name in one_zip.namelist())
+    with pytest.raises(PredictionError, match="game 'league/season/game 0' given twice"):
+        write_prediction(tmp_path / "twice", "test", [games[0], games[0]], InferenceConfig())

@@ -20,6 +20,8 @@ HELP = "search per-class Soft-NMS windows on validation per-position outputs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from astra.processes import DEFAULT_MAX_WORKERS, positive_int
+
     parser.add_argument(
         "--per-position", required=True, help="a per_position/ folder written by astra predict"
     )
@@ -37,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the Optuna samplers")
     parser.add_argument(
-        "--workers", type=int, default=None, metavar="N",
-        help="processes, classes shared among them (default: the CPUs this process may use; "
-        "the windows are the same for any N)",
+        "--workers", type=positive_int, default=None, metavar="N",
+        help=f"processes, classes shared among them (default: the CPUs this process may use, at most "
+        f"{DEFAULT_MAX_WORKERS}; the windows are the same for any N)",
     )  # fmt: skip
     parser.add_argument(
         "--config", action="append", default=[], metavar="FILE",

@@ -76,9 +76,9 @@ class EnsembleOptions:
     out: str | None = None
     seed: int = 0
     protocol: str = "p1"  # "p2": the members are retrained on train+valid+test for the challenge
-    # Processes (astra.processes): None for the CPUs this process may use. A script calling
-    # build_ensemble with more than one needs the `if __name__ == "__main__":` guard.
-    workers: int | None = None
+    # Processes (astra.processes; ensembles/build.py gives the CPUs it may use). A script
+    # calling build_ensemble with more than one needs the `if __name__ == "__main__":` guard.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,8 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     """Choose, average, search the windows, write and report (module docstring); returns ensemble.json."""
     if options.top < 1:
         raise EnsembleError(f"--top must be at least 1, got {options.top}")
-    if options.workers is not None and options.workers < 1:
-        raise EnsembleError(f"--workers must be at least 1, got {options.workers}")
+    if isinstance(options.workers, bool) or not isinstance(options.workers, int) or options.workers < 1:
+        raise EnsembleError(f"--workers must be at least 1, got {options.workers!r}")
     if options.pool < 1:
         raise EnsembleError(f"--pool must be at least 1, got {options.pool}")
     if options.selection not in SELECTIONS:
@@ -198,10 +198,9 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         for split in (valid, test)
     }
 
-    from astra.processes import usable_cpus
     from astra.search.windows import search_windows
 
-    workers = options.workers or usable_cpus()  # processes: the scores are the same for any number
+    workers = options.workers  # processes: the scores are the same for any number
     cache: dict[tuple[tuple[str, int], ...], float] = {}
 
     def score(ensembles: Sequence[Mapping[str, int]]) -> list[float]:

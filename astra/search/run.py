@@ -505,7 +505,8 @@ def _outcome(plan: Plan, rows: list[dict[str, Any]], seconds: float, summary: Pa
             lines.append("  windows (s) " + ", ".join(f"{w:g}" for w in best["windows"]))
         lines.append(f"  checkpoint {best['best_checkpoint']}")
         best_config = plan.experiment / BEST_CONFIG_NAME
-        lines.append(f"  config     {best_config} (its five seeds: astra p1 --ablations)")
+        if best_config.is_file():
+            lines.append(f"  config     {best_config} (its five seeds: astra p1 --ablations)")
     lines += [f"results  {plan.experiment / RESULTS_NAME}", f"summary  {summary}"]
     return "\n".join(lines)
 

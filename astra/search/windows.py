@@ -126,8 +126,12 @@ def search_windows(
         raise WindowsError(
             f"trials_per_class must be >= 1 and step > 0, got {trials_per_class}, {step_seconds}"
         )
-    if workers < 1:
-        raise WindowsError(f"workers must be >= 1, got {workers}")
+    from astra.processes import WorkerError, check_workers
+
+    try:
+        check_workers(workers)
+    except WorkerError as error:
+        raise WindowsError(str(error)) from None
     start = tuple(float(w) for w in inference.nms_windows_seconds)
     problem = ClassWindows(
         labels, outputs, inference, metric=metric, max_window_seconds=max(high_seconds, *start)
@@ -183,12 +187,19 @@ def _in_processes(problem: ClassWindows, search: _ClassSearch, workers: int) -> 
     Each class's search is seeded on its own, so the result is that of one process. Spawned,
     not forked: the caller may hold threads (Ray's, torch's) that a fork would copy mid-work.
     """
-    from astra.processes import spawn_pool
+    from concurrent.futures.process import BrokenProcessPool
+
+    from astra.processes import died, spawn_pool
 
     # The classes with the most events first: the longest searches do not start last.
     order = sorted(range(NUM_CLASSES), key=lambda c: -problem.events_of_class(c))
-    with spawn_pool(min(workers, NUM_CLASSES), initializer=_set_worker_problem, initargs=(problem,)) as pool:
-        results = dict(zip(order, pool.map(_search_in_worker, [search] * len(order), order), strict=True))
+    try:
+        with spawn_pool(
+            min(workers, NUM_CLASSES), initializer=_set_worker_problem, initargs=(problem,)
+        ) as pool:
+            results = dict(zip(order, pool.map(_search_in_worker, [search] * len(order), order), strict=True))
+    except BrokenProcessPool as error:
+        raise died(error) from None
     return [results[c] for c in range(NUM_CLASSES)]
 
 

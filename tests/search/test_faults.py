@@ -201,10 +201,13 @@ def test_a_lost_node_does_not_lose_its_trial(
     cluster.add_node(num_cpus=0, resources={"spare": 1})  # a node with no room for a trial yet
     lost: list[Any] = []
     replacement: list[subprocess.Popen[bytes]] = []
+    search_over = threading.Event()
 
     def lose_the_first_node() -> None:
         try:
-            _wait_for(lambda: _last_checkpoint(experiment), "a first checkpoint")
+            _wait_for(lambda: search_over.is_set() or _last_checkpoint(experiment), "a first checkpoint")
+            if search_over.is_set():
+                return  # no node is started once the test is cleaning up
             cluster.remove_node(first, allow_graceful=False)
             lost.append(_reported_epochs(experiment))
             # Where the trial can go on. Not cluster.add_node: it starts Ray's processes with
@@ -222,6 +225,8 @@ def test_a_lost_node_does_not_lose_its_trial(
         assert run_search(SearchOptions(space=str(space), data=str(data), experiment=str(experiment))) == 0
         killer.join(timeout=5)
     finally:
+        search_over.set()
+        killer.join(timeout=30)
         ray.shutdown()
         for process in replacement:  # ray start --block stops its node's processes on SIGTERM
             process.terminate()

@@ -15,8 +15,9 @@ from astra.evaluation.outputs import score_outputs
 from astra.search.windows import ClassWindows, WindowsError, read_windows, search_windows, write_windows
 
 
-def _case(seed: int = 0, games: int = 4, frames: int = 600) -> tuple[dict, dict]:
-    """Events of every class, and outputs with bumps near them (and some noise) that NMS must thin."""
+def _case(seed: int = 0, games: int = 4, frames: int = 600, uneven: bool = False) -> tuple[dict, dict]:
+    """Events of every class (3 per half; ``uneven``: 1 to 4 by class), and outputs with bumps near
+    them (and some noise) that NMS must thin."""
     rng = np.random.default_rng(seed)
     labels, outputs = {}, {}
     for g in range(games):
@@ -24,7 +25,8 @@ def _case(seed: int = 0, games: int = 4, frames: int = 600) -> tuple[dict, dict]
         for half in (1, 2):
             scores = rng.random((frames, NUM_CLASSES)).astype(np.float32) ** 8 * 0.3
             for c in range(NUM_CLASSES):
-                for frame in rng.choice(np.arange(20, frames - 20), size=3, replace=False):
+                count = 1 + (c * 7) % 4 if uneven else 3
+                for frame in rng.choice(np.arange(20, frames - 20), size=count, replace=False):
                     shift = int(rng.integers(-4, 5))
                     width = 2 + c % 5  # classes differ in how wide their bumps are
                     bump = np.exp(-0.5 * (np.arange(frames) - frame - shift) ** 2 / width**2)
@@ -134,11 +136,14 @@ def test_a_game_without_detections_of_a_class_scores_without_a_warning(
 
 
 def test_classes_searched_in_two_processes_give_the_result_of_one() -> None:
-    labels, outputs = _case(seed=3, games=2)
+    labels, outputs = _case(seed=3, games=2, uneven=True)
+    problem = ClassWindows(labels, outputs, InferenceConfig())
+    handed_out = sorted(range(NUM_CLASSES), key=lambda c: -problem.events_of_class(c))
+    assert handed_out != list(range(NUM_CLASSES))  # the processes get the classes out of order
     one = search_windows(labels, outputs, InferenceConfig(), trials_per_class=6)
     two = search_windows(labels, outputs, InferenceConfig(), trials_per_class=6, workers=2)
     assert two == one
-    with pytest.raises(WindowsError, match="workers must be >= 1, got 0"):
+    with pytest.raises(WindowsError, match="workers must be a whole number >= 1, got 0"):
         search_windows(labels, outputs, InferenceConfig(), workers=0)
 
 
@@ -153,7 +158,7 @@ def test_a_ray_task_searches_its_classes_in_processes_of_its_own(
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    labels, outputs = _case(seed=4, games=2)
+    labels, outputs = _case(seed=4, games=2, uneven=True)
     local = search_windows(labels, outputs, InferenceConfig(), trials_per_class=4)
     ray.init(num_cpus=2, include_dashboard=False)
     try:
