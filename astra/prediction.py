@@ -69,20 +69,23 @@ class Prediction:
 def write_prediction(
     out_dir: str | Path,
     split: str,
-    outputs: Iterable[tuple[str, Mapping[int, np.ndarray]]],
+    outputs: Iterable[tuple[str, Mapping[int, np.ndarray]]] | Mapping[str, Mapping[int, np.ndarray]],
     inference: InferenceConfig,
     *,
     source: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     workers: int = 1,
 ) -> Prediction:
-    """Write the outputs of ``split`` (``(game, {half: [F, 17]})`` pairs, consumed one at a time).
+    """Write the outputs of ``split``: ``(game, {half: [F, 17]})`` pairs, consumed one at a time,
+    or a mapping ``{game: halves}`` that computes or reads each game when asked (an ensemble's
+    average, say).
 
     Each game's outputs are written as they come (memory holds one game's arrays), and its
     results decoded with ``inference`` (NMS and its windows) from the outputs as written
     (float16, ``astra.per_position``), so that they are the results of the per-position files.
     ``source`` is recorded in ``prediction.json`` (the checkpoint, the ensemble's members, ...).
-    ``workers`` > 1 decodes the games in that many processes, with the same results.
+    ``workers`` > 1 decodes the games in that many processes, with the same results; given a
+    mapping (which must pickle), the processes also ask it for the games and write them.
     """
     out_dir = Path(out_dir)
     check_workers(workers)
@@ -91,17 +94,22 @@ def write_prediction(
     _remove_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out_dir))
     try:
-        games: list[str] = []
-        for game, halves in outputs:
-            if game in games:
-                raise PredictionError(f"split {split!r}: game {game!r} given twice")
-            per_position.write_game(staging / PER_POSITION_DIR, game, dict(halves))
-            games.append(game)
-        if not games:
-            raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
-        # Decoded from the outputs as stored (float16), which window searches, ensembles and
-        # scores read: the zip's results are those of the per-position files beside it.
-        documents = map_games(_decode_stored, games, staging / PER_POSITION_DIR, inference, workers=workers)
+        folder = staging / PER_POSITION_DIR
+        if isinstance(outputs, Mapping):
+            games = list(outputs)
+            if not games:
+                raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
+            documents = map_games(_write_and_decode, games, outputs, folder, inference, workers=workers)
+        else:
+            games = []
+            for game, halves in outputs:
+                if game in games:
+                    raise PredictionError(f"split {split!r}: game {game!r} given twice")
+                per_position.write_game(folder, game, dict(halves))
+                games.append(game)
+            if not games:
+                raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
+            documents = map_games(_decode_stored, games, folder, inference, workers=workers)
         write_documents(staging / PREDICTIONS_DIR, dict(documents.values()), zip_path=staging / ZIP_NAME)
         manifest = {
             "split": split,
@@ -116,6 +124,18 @@ def write_prediction(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Prediction(out_dir, split, tuple(games))
+
+
+def _write_and_decode(
+    games: list[str],
+    outputs: Mapping[str, Mapping[int, np.ndarray]],
+    folder: Path,
+    inference: InferenceConfig,
+) -> dict[str, tuple[str, bytes]]:
+    """Each game of ``outputs`` written to ``folder``, then decoded as :func:`_decode_stored`."""
+    for game in games:
+        per_position.write_game(folder, game, dict(outputs[game]))
+    return _decode_stored(games, folder, inference)
 
 
 def _decode_stored(

@@ -140,9 +140,17 @@ def test_a_prediction_decoded_in_two_processes_is_the_prediction_of_one(tmp_path
     one = write_prediction(tmp_path / "one", "test", games, InferenceConfig())
     two = write_prediction(tmp_path / "two", "test", games, InferenceConfig(), workers=2)
     assert two.games == one.games == tuple(game for game, _ in games)  # in the order given
+    asked = write_prediction(tmp_path / "mapping", "test", dict(games[::-1]), InferenceConfig(), workers=2)
+    assert asked.games == tuple(game for game, _ in games[::-1])  # a mapping: its own order
     for game, _ in games:
         path = Path(PREDICTIONS_DIR) / game / "results_spotting.json"
         assert (tmp_path / "two" / path).read_bytes() == (tmp_path / "one" / path).read_bytes()
+        assert (tmp_path / "mapping" / path).read_bytes() == (tmp_path / "one" / path).read_bytes()
+        for half in (1, 2):  # the per-position files, written by the processes
+            np.testing.assert_array_equal(
+                read_game(tmp_path / "mapping" / "per_position", game)[half],
+                read_game(tmp_path / "one" / "per_position", game)[half],
+            )
     import zipfile
 
     with (

@@ -255,7 +255,7 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         write_prediction(
             out / split,
             split,
-            averaged_games(members_of[split], weights),
+            AveragedOutputs(members_of[split], weights),  # each game averaged where it is written
             searched,
             source=source,
             overwrite=True,
