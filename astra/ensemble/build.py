@@ -40,7 +40,6 @@ from astra.data.splits import games_of_split
 from astra.ensemble.outputs import (
     AveragedOutputs,
     MemberOutputs,
-    averaged_games,
     correlations,
     score_ensembles,
 )
@@ -269,7 +268,9 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
         log.info("%s scored: tight %.4f with the searched windows", split, scores[split]["searched"]["tight"])
     challenge = None
     if options.split == "challenge":
-        challenge = _challenge(experiment, weights, searched, out, source, protocol=options.protocol)
+        challenge = _challenge(
+            experiment, weights, searched, out, source, protocol=options.protocol, workers=workers
+        )
     trials = list(weights)
     record = {
         "experiment": str(experiment.folder),
@@ -360,6 +361,7 @@ def _challenge(
     source: dict[str, Any],
     *,
     protocol: str = "p1",
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Members' challenge outputs (predicted first where missing; under P2, from the members
     retrained on train+valid+test), the ensemble's submission, and its score where the withheld
@@ -381,15 +383,16 @@ def _challenge(
     from astra.prediction import write_prediction
 
     prediction = write_prediction(
-        out / split, split, averaged_games(members, weights), searched, source=source, overwrite=True
-    )
+        out / split, split, AveragedOutputs(members, weights), searched, source=source, overwrite=True,
+        workers=workers,
+    )  # fmt: skip
     result: dict[str, Any] = {
         "submission": str(prediction.out_dir / "predictions.zip"), "games": len(games), "protocol": protocol,
     }  # fmt: skip
     withheld = experiment.roots.labels / CHALLENGE_LABELS_DIRNAME
     if withheld.is_dir():
         labels = {g: read_labels(withheld / g / LABELS_FILENAME) for g in games}
-        figures = _figures(labels, out / split / "per_position", {"searched": searched})
+        figures = _figures(labels, out / split / "per_position", {"searched": searched}, workers=workers)
         result["withheld_labels"] = figures["searched"]
     return result
 

@@ -218,6 +218,29 @@ def test_build_writes_the_ensemble_report_and_challenge_submission(experiment: P
     assert np.asarray(record["correlation"]).shape == (2, 2)
 
 
+def test_a_build_in_two_processes_is_the_build_of_one(experiment: Path) -> None:
+    records = {}
+    for workers in (1, 2):
+        out = experiment / f"ens{workers}"
+        options = EnsembleOptions(
+            experiment=str(experiment), top=2, init=1, out=str(out), split="challenge", workers=workers
+        )
+        records[workers] = build_ensemble(options)
+    for key in ("members", "windows", "scores", "challenge", "correlation"):
+        if key == "challenge":
+            for record in records.values():
+                record[key].pop("submission")  # the path differs, not the file (below)
+        assert records[2][key] == records[1][key], key
+    with (
+        zipfile.ZipFile(experiment / "ens1" / "challenge" / "predictions.zip") as one,
+        zipfile.ZipFile(experiment / "ens2" / "challenge" / "predictions.zip") as two,
+    ):
+        assert two.namelist() == one.namelist()
+        assert all(two.read(name) == one.read(name) for name in one.namelist())
+    with pytest.raises(EnsembleError, match="--workers must be at least 1, got 0"):
+        build_ensemble(EnsembleOptions(experiment=str(experiment), workers=0))
+
+
 def _labels_of(experiment: Path, split: str):
     from astra.data.dataset import DataRoots
     from astra.ensemble.build import split_labels
