@@ -48,6 +48,7 @@ from astra.evaluation.average_map import EvaluationError, evaluate_dense
 from astra.files import atomic_write
 from astra.layout import LABELS_FILENAME
 from astra.postprocess.decode import dense_detections
+from astra.processes import WorkerError, check_workers, map_games
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,10 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
     """Choose, average, search the windows, write and report (module docstring); returns ensemble.json."""
     if options.top < 1:
         raise EnsembleError(f"--top must be at least 1, got {options.top}")
-    if isinstance(options.workers, bool) or not isinstance(options.workers, int) or options.workers < 1:
-        raise EnsembleError(f"--workers must be at least 1, got {options.workers!r}")
+    try:
+        check_workers(options.workers)
+    except WorkerError:
+        raise EnsembleError(f"--workers must be at least 1, got {options.workers!r}") from None
     if options.pool < 1:
         raise EnsembleError(f"--pool must be at least 1, got {options.pool}")
     if options.selection not in SELECTIONS:
@@ -199,7 +202,7 @@ def build_ensemble(options: EnsembleOptions) -> dict[str, Any]:
 
     from astra.search.windows import search_windows
 
-    workers = options.workers  # processes: the scores are the same for any number
+    workers = options.workers  # processes (astra.processes): the same results for any number
     cache: dict[tuple[tuple[str, int], ...], float] = {}
 
     def score(ensembles: Sequence[Mapping[str, int]]) -> list[float]:
@@ -311,8 +314,6 @@ def _figures(
     Each game is read once and decoded by every inference, in ``workers`` processes (the games
     shared among them); Soft-NMS is most of the work.
     """
-    from astra.processes import map_games
-
     games = list(labels)
     decoded = map_games(_decode_games, games, per_position_dir, dict(inferences), workers=workers)
     figures = {}
