@@ -223,6 +223,59 @@ def evaluate_dense(
     return _score_metrics(events, keys, scores, stride, [deltas], len(games))[0]
 
 
+class KeyedLabels:
+    """A split's labels in the evaluator's key form, to score many sets of detections against.
+
+    For callers that score the same labels again and again (the window search scores one
+    class some 40 times): the events are keyed once, and the detections come as arrays, with
+    no ``Spots`` in between. ``evaluate(segment, class_index, frame, scores)`` equals
+    :func:`evaluate_spots` of the same detections to the last bit (a test compares them).
+    """
+
+    def __init__(self, labels: Mapping[str, Annotations], metric: str | Sequence[float] = "tight") -> None:
+        self.deltas = deltas_of_metric(metric)
+        self.stride = _stride(self.deltas)
+        self.games = list(labels)
+        if not self.games:
+            raise EvaluationError("no games to evaluate")
+        self.events = _event_keys(self.games, [labels[game] for game in self.games], self.stride)
+
+    def evaluate(
+        self, segment: np.ndarray, class_index: np.ndarray, frame: np.ndarray, scores: np.ndarray
+    ) -> AverageMAP:
+        """The metric of the detections ``[K]`` (arrays of equal length).
+
+        ``segment``: ``2 * g + half - 1`` for the ``g``-th game of the labels (their order);
+        ``frame``: at 2 per second in the half, frames past 120 minutes folding onto the last;
+        on one segment, class and frame a later entry wins, as in a file; entries with a score
+        < 0 are no detection. Detections already in key order (segment, class, frame, each
+        once) skip the sort that the overwrite rule needs.
+        """
+        segment, class_index, frame = (np.asarray(a, dtype=np.int64) for a in (segment, class_index, frame))
+        scores = np.asarray(scores, dtype=np.float64)
+        if not (segment.shape == class_index.shape == frame.shape == scores.shape and segment.ndim == 1):
+            raise EvaluationError(
+                f"segment, class, frame and scores must be 1-D arrays of one length, got shapes "
+                f"{segment.shape}, {class_index.shape}, {frame.shape}, {scores.shape}"
+            )
+        bad = (segment < 0) | (segment >= 2 * len(self.games)) | (class_index < 0)
+        bad |= (class_index >= NUM_CLASSES) | (frame < 0)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise EvaluationError(
+                f"detection {first}: segment {segment[first]}, class {class_index[first]}, frame "
+                f"{frame[first]}: segments are 0 to {2 * len(self.games) - 1}, classes 0 to 16, frames >= 0"
+            )
+        keys = (segment * NUM_CLASSES + class_index) * self.stride + np.minimum(frame, VECTOR_FRAMES - 1)
+        if not bool(np.all(keys[1:] > keys[:-1])):
+            kept = _last_of_each_key(keys)
+            keys, scores = keys[kept], scores[kept]
+        is_prediction = scores >= 0
+        if not is_prediction.all():
+            keys, scores = keys[is_prediction], scores[is_prediction]
+        return _score_metrics(self.events, keys, scores, self.stride, [self.deltas], len(self.games))[0]
+
+
 def evaluate_files(
     labels_root: str | Path,
     predictions: str | Path,

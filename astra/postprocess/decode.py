@@ -13,20 +13,21 @@ import numpy as np
 
 from astra.classes import FRAMES_PER_SECOND, NUM_CLASSES
 from astra.config import InferenceConfig
-from astra.postprocess.nms import Detections, NMSError, detections_to_spots, hard_nms, soft_nms
+from astra.postprocess.nms import Detections, NMSError, Order, detections_to_spots, hard_nms, soft_nms
 from astra.submission import Spots
 
 
-def detect(per_position: np.ndarray, inference: InferenceConfig) -> Detections:
-    """Soft-NMS (or hard NMS) of one half with the per-class windows of ``inference``."""
+def detect(per_position: np.ndarray, inference: InferenceConfig, *, order: Order = "selection") -> Detections:
+    """Soft-NMS (or hard NMS) of one half with the per-class windows of ``inference``.
+
+    ``order``: each class's detections in selection order, or in frame order (cheaper; see
+    :func:`astra.postprocess.nms.soft_nms`).
+    """
+    windows, threshold = inference.nms_windows_seconds, inference.nms_threshold
     if inference.nms == "soft":
-        return soft_nms(
-            per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold
-        )
+        return soft_nms(per_position, windows, FRAMES_PER_SECOND, threshold, order=order)
     if inference.nms == "hard":
-        return hard_nms(
-            per_position, inference.nms_windows_seconds, FRAMES_PER_SECOND, inference.nms_threshold
-        )
+        return hard_nms(per_position, windows, FRAMES_PER_SECOND, threshold, order=order)
     raise NMSError(f"inference.nms: unknown NMS {inference.nms!r}")
 
 
@@ -41,7 +42,9 @@ def detections_to_dense(
 
 def dense_detections(per_position: np.ndarray, inference: InferenceConfig) -> np.ndarray:
     """One half: per-position output ``[F, C]`` -> kept detections in dense form ``[F, C]``."""
-    return detections_to_dense(detect(per_position, inference), per_position.shape[0], per_position.shape[1])
+    # The dense form has no order: the cheaper frame order serves.
+    detections = detect(per_position, inference, order="frame")
+    return detections_to_dense(detections, per_position.shape[0], per_position.shape[1])
 
 
 def decode_game(halves: Mapping[int, np.ndarray], inference: InferenceConfig) -> Spots:

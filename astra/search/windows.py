@@ -28,11 +28,10 @@ import yaml
 from astra.classes import CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
 from astra.config import InferenceConfig
 from astra.data.labels import Annotations
-from astra.evaluation.average_map import EvaluationError, evaluate_spots
+from astra.evaluation.average_map import EvaluationError, KeyedLabels
 from astra.evaluation.outputs import Outputs
 from astra.files import atomic_write
 from astra.postprocess.nms import hard_nms, soft_nms
-from astra.submission import Spots
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +233,9 @@ class ClassWindows:
         self.labels = labels
         # One long column per class: every half end to end, separated by gaps no window crosses.
         gap = math.ceil(max_window_seconds * FRAMES_PER_SECOND) + 2
-        pieces, starts, owners = [], [], []
+        pieces, starts = [], []
         position = 0
-        for game_number, game in enumerate(self.games):
+        for game in self.games:
             halves = outputs[game]
             if sorted(halves) != [1, 2]:
                 raise WindowsError(f"game {game!r}: expected outputs of halves 1 and 2, got {sorted(halves)}")
@@ -246,20 +245,15 @@ class ClassWindows:
                     raise WindowsError(f"game {game!r} half {half}: outputs of shape {array.shape}")
                 pieces += [array, np.zeros((gap, NUM_CLASSES), np.float32)]
                 starts.append(position)
-                owners.append((game_number, half))
                 position += array.shape[0] + gap
         self.columns = np.concatenate(pieces) if pieces else np.zeros((0, NUM_CLASSES), np.float32)
         self.starts = np.asarray(starts, dtype=np.int64)
-        self.owners = owners
-        self._half_of_piece = np.asarray([half for _, half in owners], dtype=np.int8)
         self.max_window_seconds = max_window_seconds
-        self._labels_of_class = [
-            {game: labels[game].of_class(c) for game in self.games} for c in range(NUM_CLASSES)
-        ]
+        self._keyed_labels: dict[int, KeyedLabels] = {}
 
     def events_of_class(self, class_index: int) -> int:
         """The events of class ``class_index`` in the labels: what one evaluation's cost grows with."""
-        return sum(len(events) for events in self._labels_of_class[class_index].values())
+        return sum(int(np.count_nonzero(self.labels[game].class_index == class_index)) for game in self.games)
 
     def ap(self, class_index: int, window_seconds: float) -> float:
         """The AP (``metric``) of class ``class_index`` with Soft-NMS window ``window_seconds``."""
@@ -268,32 +262,30 @@ class ClassWindows:
                 f"window {window_seconds} s is wider than the gaps laid for {self.max_window_seconds} s"
             )
         suppress = soft_nms if self.inference.nms == "soft" else hard_nms
+        # In frame order (the evaluator does not need Soft-NMS's): the column's frames are
+        # then in key order, piece by piece, and the evaluator skips its sort.
         detections = suppress(
             self.columns[:, class_index : class_index + 1], [window_seconds], FRAMES_PER_SECOND,
-            self.inference.nms_threshold,
+            self.inference.nms_threshold, order="frame",
         )  # fmt: skip
-        piece = np.searchsorted(self.starts, detections.frame, side="right") - 1
-        # Grouped by half, in the halves' order (game by game, half 1 then 2), each half's
-        # detections in Soft-NMS's order: one slice per game.
-        order = np.argsort(piece, kind="stable")
-        piece = piece[order]
-        frames = detections.frame[order] - self.starts[piece]
-        halves = self._half_of_piece[piece]
-        scores = detections.score[order]
-        bounds = np.searchsorted(piece, np.arange(0, 2 * len(self.games) + 1, 2))
-        classes = np.full(len(order), class_index)
-        # A game where this class has no detection at this window is scored as one (not "missing").
-        predictions = {
-            game: Spots.from_frames(halves[a:b], frames[a:b], classes[a:b], scores[a:b])
-            for game, a, b in zip(self.games, bounds[:-1], bounds[1:], strict=True)
-        }
+        # Piece p (the halves end to end, game by game, half 1 then 2) is segment p of the labels.
+        bounds = np.searchsorted(detections.frame, self.starts)
+        piece = np.repeat(np.arange(len(self.starts)), np.diff(bounds, append=len(detections)))
+        frames = detections.frame - self.starts[piece]
         try:
-            result = evaluate_spots(
-                self._labels_of_class[class_index], predictions, self.metric, allow_missing=True
+            result = self._keyed(class_index).evaluate(
+                piece, np.full_like(piece, class_index), frames, detections.score
             )
         except EvaluationError as error:
             raise WindowsError(str(error)) from None
         return float(result.a_mAP_per_class[class_index])
+
+    def _keyed(self, class_index: int) -> KeyedLabels:
+        """The labels of class ``class_index`` alone, keyed once for all its evaluations."""
+        if class_index not in self._keyed_labels:
+            labels = {game: self.labels[game].of_class(class_index) for game in self.games}
+            self._keyed_labels[class_index] = KeyedLabels(labels, self.metric)
+        return self._keyed_labels[class_index]
 
 
 def write_windows(path: str | Path, search: WindowSearch) -> None:

@@ -22,6 +22,7 @@ from astra.evaluation import (
     METRICS,
     AverageMAP,
     EvaluationError,
+    KeyedLabels,
     evaluate_dense,
     evaluate_files,
     evaluate_spots,
@@ -251,6 +252,46 @@ def test_summary_lists_every_class_in_percent(random_case: Callable[..., Any]) -
         "a_mAP_unshown",
         "a_mAP_per_class_unshown",
     }
+
+
+@pytest.mark.parametrize("order", ["key", "shuffled"])
+def test_keyed_labels_score_arrays_as_the_same_spots(order: str) -> None:
+    rng = np.random.default_rng(8)
+    games = [f"game {number}" for number in range(3)]
+    labels = {game: spaced_events(rng, gap_seconds=5) for game in games}
+    count = 6000
+    segment = rng.integers(0, 6, count)
+    class_index = rng.integers(0, NUM_CLASSES, count)
+    frame = rng.integers(0, 5600, count)
+    frame[:30] = VECTOR_FRAMES + rng.integers(0, 20, 30)  # past 120 minutes: folds onto the last frame
+    scores = np.round(rng.random(count), 2)  # ties
+    scores[rng.random(count) < 0.05] = -1.0  # hides what it overwrites, is no detection itself
+    if order == "key":  # each (segment, class, frame) once, in key order: no sort needed
+        first = np.unique(np.stack([segment, class_index, np.minimum(frame, VECTOR_FRAMES - 1)]), axis=1,
+                          return_index=True)[1]  # fmt: skip
+        segment, class_index, frame, scores = segment[first], class_index[first], frame[first], scores[first]
+    # The same detections as each game's spots, in the same order (a later entry wins).
+    spots = {}
+    for number, game in enumerate(games):
+        mine = segment // 2 == number
+        spots[game] = Spots.from_frames(segment[mine] % 2 + 1, frame[mine], class_index[mine], scores[mine])
+    for metric in ("tight", "loose"):
+        keyed = KeyedLabels(labels, metric).evaluate(segment, class_index, frame, scores)
+        assert keyed.to_dict() == evaluate_spots(labels, spots, metric).to_dict()
+        assert 0 < keyed.a_mAP < 1
+
+
+def test_keyed_labels_name_what_is_wrong() -> None:
+    keyed = KeyedLabels({"g": _one_event()})
+    one = np.zeros(1, np.int64)
+    with pytest.raises(EvaluationError, match="segment 2, class 0, frame 0: segments are 0 to 1"):
+        keyed.evaluate(one + 2, one, one, one.astype(float))
+    with pytest.raises(EvaluationError, match="class 17"):
+        keyed.evaluate(one, one + 17, one, one.astype(float))
+    with pytest.raises(EvaluationError, match="one length"):
+        keyed.evaluate(one, one, np.zeros(2, np.int64), one.astype(float))
+    with pytest.raises(EvaluationError, match="no games"):
+        KeyedLabels({})
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,26 @@ def test_soft_nms_keeps_at_most_the_input_in_selection_order(seed: int) -> None:
             assert kept_scores[0] == scores[:, c].max()
 
 
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("suppress", [soft_nms, hard_nms])
+def test_frame_order_keeps_the_same_detections_by_class_then_frame(seed: int, suppress) -> None:
+    # Windows of one width (one group of classes) and of several (the groups interleave classes).
+    scores, windows = random_outputs(seed, num_frames=300, num_classes=6)
+    if seed % 2:
+        windows = [windows[0]] * 6
+    by_selection = suppress(scores, windows)
+    by_frame = suppress(scores, windows, order="frame")
+    assert sorted(as_tuples(by_frame)) == sorted(as_tuples(by_selection))
+    keys = by_frame.class_index.astype(np.int64) * scores.shape[0] + by_frame.frame
+    assert np.all(np.diff(keys) > 0)
+    assert by_frame.frame.dtype == np.int64 and by_frame.class_index.dtype == np.int16
+
+
+def test_an_unknown_order_is_named() -> None:
+    with pytest.raises(NMSError, match="unknown order 'time'"):
+        soft_nms(np.ones((4, 1), np.float32), [2.0], order="time")
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_hard_nms_keeps_separated_peaks_with_their_scores(seed: int) -> None:
     scores, windows = random_outputs(seed, num_frames=200)
