@@ -219,23 +219,22 @@ def _select(
     num_blocks = -(-num_frames // block) + 2
     width = num_blocks * block
     padded = np.zeros((num_rows, width), dtype=np.float64)
-    padded[:, block : block + num_frames] = scores[:, classes].T
-    # Checked here, on the copy: a class's column of [F, C] scores is read once (strided, it
-    # costs as much as reading all the classes).
+    # A class's column of [F, C] scores is read once (strided, it costs as much as reading all
+    # the classes). Scores under the threshold can never be selected: they are zeroed like
+    # dropped ones, compared in float64 as the decays compare them.
+    columns = scores[:, classes].T
+    np.multiply(columns, columns >= np.float64(threshold), out=padded[:, block : block + num_frames])
     if not np.isfinite(padded).all():
         raise NMSError("per-position outputs hold NaN or infinite scores")
-    # Scores under the threshold can never be selected: zero them like dropped ones (compared
-    # in float64, as the decays compare them).
-    np.multiply(padded, padded >= threshold, out=padded)
     flat = padded.reshape(-1)
     if reach == 0:
         # A decay changes only the maximum itself (to 0): every score is selected as it is.
-        best = np.flatnonzero(flat)
+        best = np.flatnonzero(flat > 0)
         return best // width, best % width - block, flat[best]
     blocks = padded.reshape(-1, block)  # [N * B, block], views of the same scores
     best_in_block = blocks.argmax(axis=1)  # the earliest maximum of each block
     block_max = blocks[np.arange(blocks.shape[0]), best_in_block]
-    live = np.flatnonzero(block_max)  # blocks holding a score to select (never a row's end blocks)
+    live = np.flatnonzero(block_max > 0)  # blocks holding a score to select (never a row's end blocks)
     window = np.arange(-reach, reach + 1)
     # Each selection's score at its place (selected scores are at least the threshold, > 0):
     # read back in row and frame order at the end, with no sort.
@@ -248,8 +247,10 @@ def _select(
         kept[best] = block_max[chosen]
         # The decays of selections two blocks apart or more change disjoint scores.
         touched = best[:, None] + window[None, :]
-        decayed = flat[touched] * (factors[0] if num_rows == 1 else factors[chosen // num_blocks])
-        flat[touched] = np.where(decayed >= threshold, decayed, 0.0)
+        decayed = flat[touched]
+        decayed *= factors[0] if num_rows == 1 else factors[chosen // num_blocks]
+        np.multiply(decayed, decayed >= threshold, out=decayed)  # scores are >= 0: x or 0
+        flat[touched] = decayed
         # The window [best - reach, best + reach] is one block long: it touches at most two.
         changed = np.concatenate([(best - reach) // block, (best + reach) // block])
         first = blocks[changed].argmax(axis=1)
@@ -257,7 +258,7 @@ def _select(
         block_max[changed] = flat[changed * block + first]
         live = live[block_max[live] > 0]
 
-    best = np.flatnonzero(kept)
+    best = np.flatnonzero(kept > 0)  # (a boolean's nonzero is several times faster than a float's)
     return best // width, best % width - block, kept[best]
 
 

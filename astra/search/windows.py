@@ -243,10 +243,11 @@ class ClassWindows:
                 array = np.asarray(halves[half], dtype=np.float32)
                 if array.ndim != 2 or array.shape[1] != NUM_CLASSES:
                     raise WindowsError(f"game {game!r} half {half}: outputs of shape {array.shape}")
-                pieces += [array, np.zeros((gap, NUM_CLASSES), np.float32)]
+                pieces += [array.T, np.zeros((NUM_CLASSES, gap), np.float32)]
                 starts.append(position)
                 position += array.shape[0] + gap
-        self.columns = np.concatenate(pieces) if pieces else np.zeros((0, NUM_CLASSES), np.float32)
+        # Class-major, [17, frames]: each evaluation reads one class's column, contiguous.
+        self.columns = np.concatenate(pieces, axis=1) if pieces else np.zeros((NUM_CLASSES, 0), np.float32)
         self.starts = np.asarray(starts, dtype=np.int64)
         self.max_window_seconds = max_window_seconds
         self._keyed_labels: dict[int, KeyedLabels] = {}
@@ -265,7 +266,7 @@ class ClassWindows:
         # In frame order (the evaluator does not need Soft-NMS's): the column's frames are
         # then in key order, piece by piece, and the evaluator skips its sort.
         detections = suppress(
-            self.columns[:, class_index : class_index + 1], [window_seconds], FRAMES_PER_SECOND,
+            self.columns[class_index][:, None], [window_seconds], FRAMES_PER_SECOND,
             self.inference.nms_threshold, order="frame",
         )  # fmt: skip
         # Piece p (the halves end to end, game by game, half 1 then 2) is segment p of the labels.
