@@ -492,7 +492,7 @@ def _score_metrics(
 
     # Every prediction is visible or not shown (the visibility of its closest event, "not
     # shown" without one), so one histogram per visibility holds all three variants.
-    unshown = _closest_visibility(events, event_block, keys, block) < 0
+    unshown = _closest_visibility(events, event_block, keys, stride) < 0
     # Threshold bin of each score: the number of thresholds <= score, so that
     # "score >= thresholds[i]" is "bin > i".
     cell = (unshown * NUM_CLASSES + block % NUM_CLASSES) * (NUM_THRESHOLDS + 1) + _threshold_bins(scores)
@@ -572,34 +572,37 @@ def _result(
     )
 
 
-def _closest_visibility(
-    events: _Events, event_block: np.ndarray, keys: np.ndarray, block: np.ndarray
-) -> np.ndarray:
+def _closest_visibility(events: _Events, event_block: np.ndarray, keys: np.ndarray, stride: int) -> np.ndarray:
     """``[P]`` +1 / -1: the visibility of each prediction's closest event of its class and half.
 
     The official "closest" vector: between consecutive events ``a < b`` of one block,
     frames ``< (a + b) // 2`` belong to ``a``; before the first event, frames belong to
     it, after the last one, to the last one; a block without events gives -1.
+
+    That is a step function of the key with a step at each block's start (its first event's
+    visibility), at each middle (the next event's) and at each block's end (-1): each key
+    takes the value of the last step at or before it. The steps' places among the (far more)
+    keys give every key's step in a few passes.
     """
     count = len(events.keys)
-    if count == 0:
+    if count == 0 or len(keys) == 0:
         return np.full(len(keys), -1, dtype=np.int8)
-    # Index of the last event <= each key, as np.searchsorted(events.keys, keys, "right") - 1,
-    # from the (fewer) events' places among the keys: cheaper with far more keys than events.
-    places = np.searchsorted(keys, events.keys, side="left")
-    previous = np.cumsum(np.bincount(places, minlength=len(keys) + 1)[: len(keys)]) - 1
-    previous_clipped = np.maximum(previous, 0)
-    following_clipped = np.minimum(previous + 1, count - 1)
-    has_previous = (previous >= 0) & (event_block[previous_clipped] == block)
-    has_following = (previous + 1 < count) & (event_block[following_clipped] == block)
-    # Keys of one block share the block offset, so (a + b) // 2 of keys is that of frames.
-    middle = (events.keys[previous_clipped] + events.keys[following_clipped]) // 2
-    take_following = has_following & ~(has_previous & (keys < middle))
-    return np.where(
-        take_following,
-        events.values[following_clipped],
-        np.where(has_previous, events.values[previous_clipped], np.int8(-1)),
-    ).astype(np.int8)
+    first_of_block = np.ones(count, dtype=bool)
+    first_of_block[1:] = event_block[1:] != event_block[:-1]
+    middles = np.empty(count, dtype=np.int64)
+    middles[1:] = (events.keys[:-1] + events.keys[1:]) // 2
+    steps = np.where(first_of_block, event_block * stride, middles)
+    # Increasing within a block (a middle is past the event before it and at most the event
+    # after it); a block's end (past every key of the block) comes before the next block's start.
+    ends = event_block[np.flatnonzero(np.append(first_of_block[1:], True))] * stride + VECTOR_FRAMES
+    at = np.concatenate([steps, ends])
+    values = np.concatenate([events.values, np.full(len(ends), -1, dtype=np.int8)])
+    order = np.argsort(at, kind="stable")  # a block's start and first middle may coincide: the middle wins
+    at, values = at[order], np.append(values[order], np.int8(-1))  # [-1]: keys before every step
+    # The number of steps at or before each key, minus one: the index of its step.
+    places = np.searchsorted(keys, at, side="left")
+    step = np.cumsum(np.bincount(places, minlength=len(keys) + 1)[: len(keys)]) - 1
+    return values[step]
 
 
 def _candidates(event_keys: np.ndarray, keys: np.ndarray, radius: int) -> np.ndarray:
