@@ -29,7 +29,7 @@ from astra import per_position
 from astra.config import InferenceConfig
 from astra.files import OutputPathError, atomic_write, check_output_folder
 from astra.postprocess.decode import decode_game
-from astra.processes import check_workers, map_games
+from astra.processes import check_workers, iterate_games
 from astra.submission import results_document, write_documents
 
 PER_POSITION_DIR = "per_position"
@@ -99,7 +99,7 @@ def write_prediction(
             games = list(outputs)
             if not games:
                 raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
-            documents = map_games(_write_and_decode, games, outputs, folder, inference, workers=workers)
+            documents = iterate_games(_write_and_decode, games, outputs, folder, inference, workers=workers)
         else:
             games = []
             for game, halves in outputs:
@@ -109,8 +109,10 @@ def write_prediction(
                 games.append(game)
             if not games:
                 raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
-            documents = map_games(_decode_stored, games, folder, inference, workers=workers)
-        write_documents(staging / PREDICTIONS_DIR, dict(documents.values()), zip_path=staging / ZIP_NAME)
+            documents = iterate_games(_decode_stored, games, folder, inference, workers=workers)
+        # Written (and compressed into the zip) as the processes hand them over.
+        pairs = (document for _, document in documents)
+        write_documents(staging / PREDICTIONS_DIR, pairs, zip_path=staging / ZIP_NAME)
         manifest = {
             "split": split,
             "games": games,

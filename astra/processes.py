@@ -2,7 +2,8 @@
 
 Decoding per-position outputs (Soft-NMS) is per game and independent, and most of the time of
 an ensemble's build or a prediction's writing: :func:`map_games` spreads the games over
-``workers`` processes and gives back the results in the games' order, the same as one process.
+``workers`` processes and gives back the results in the games' order, the same as one process
+(:func:`iterate_games`: as they come, for a caller that writes them meanwhile).
 The processes are spawned, not forked: a caller may hold threads (Ray's, torch's) that a fork
 would copy mid-work. As with any spawned pool, a script that asks for more than one worker
 needs the ``if __name__ == "__main__":`` guard around its work (the commands have it).
@@ -10,9 +11,10 @@ needs the ``if __name__ == "__main__":`` guard around its work (the commands hav
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -73,18 +75,32 @@ def map_games(
     ``function`` returns ``{game: value}`` for the games of its chunk (it may leave some out); it
     and ``args`` must pickle (a module-level function) when ``workers`` > 1.
     """
+    return dict(iterate_games(function, games, *args, workers=workers))
+
+
+def iterate_games(
+    function: Callable[..., dict[str, T]], games: Sequence[str], *args: Any, workers: int = 1
+) -> Iterator[tuple[str, T]]:
+    """:func:`map_games` one ``(game, value)`` at a time, in ``games``' order, each chunk's as soon
+    as it and the chunks before it are done: the caller works on them (writes them, say) while
+    the processes go on with the next."""
     check_workers(workers)
     games = list(games)
     if workers == 1 or len(games) < 2:
-        merged = function(games, *args)
-    else:
-        count = min(len(games), CHUNKS_PER_WORKER * workers)
-        chunks = [games[i::count] for i in range(count)]
-        merged = {}
-        try:
-            with spawn_pool(min(workers, count)) as pool:
-                for part in pool.map(function, chunks, *([arg] * count for arg in args)):
-                    merged.update(part)
-        except BrokenProcessPool as error:
-            raise died(error) from None
-    return {game: merged[game] for game in games if game in merged}
+        done = function(games, *args)
+        yield from ((game, done[game]) for game in games if game in done)
+        return
+    count = min(len(games), CHUNKS_PER_WORKER * workers)
+    # Consecutive games per chunk: the chunks' order is the games' order.
+    bounds = [len(games) * i // count for i in range(count + 1)]
+    chunks = [games[a:b] for a, b in itertools.pairwise(bounds)]
+    pool = spawn_pool(min(workers, count))
+    try:
+        results = pool.map(function, chunks, *([arg] * count for arg in args))
+        for chunk, done in zip(chunks, results, strict=True):
+            yield from ((game, done[game]) for game in chunk if game in done)
+    except BrokenProcessPool as error:
+        raise died(error) from None
+    finally:
+        # On an error (here or the caller's), the chunks not started are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -22,7 +22,7 @@ file and the entry.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import math
 import os
@@ -257,23 +257,35 @@ def results_document(game: str, spots: Spots) -> tuple[str, bytes]:
 
 
 def write_documents(
-    out_dir: str | Path, documents: Mapping[str, bytes], zip_path: str | Path | None = None
+    out_dir: str | Path,
+    documents: Mapping[str, bytes] | Iterable[tuple[str, bytes]],
+    zip_path: str | Path | None = None,
 ) -> list[Path]:
-    """Write rendered results (:func:`results_document`) as :func:`write_submission` does."""
+    """Write rendered results (:func:`results_document`) as :func:`write_submission` does.
+
+    ``documents``: ``{name: bytes}``, or ``(name, bytes)`` pairs written as they come (from
+    processes still rendering the next ones, say), so that memory holds one at a time.
+    """
     out_dir = Path(out_dir)
-    written = []
-    for name, data in documents.items():
-        path = out_dir / name / RESULTS_FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, data)
-        written.append(path)
-    if zip_path is not None:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, data in documents.items():
+    pairs = documents.items() if isinstance(documents, Mapping) else documents
+    written: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        archive = None
+        if zip_path is not None:
+            # Written straight into the temporary file, renamed into place once complete.
+            target = stack.enter_context(atomic_write(zip_path))
+            archive = stack.enter_context(zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED))
+        names: set[str] = set()
+        for name, data in pairs:
+            if name in names:
+                raise SubmissionError(f"game {name!r} given twice")
+            names.add(name)
+            path = out_dir / name / RESULTS_FILENAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, data)
+            written.append(path)
+            if archive is not None:
                 archive.writestr(f"{name}/{RESULTS_FILENAME}", data)
-        Path(zip_path).parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(Path(zip_path), buffer.getvalue())
     return written
 
 

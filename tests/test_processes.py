@@ -4,10 +4,12 @@ games a function leaves out stay out; a worker's error reaches the caller whole.
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
-from astra.processes import WorkerError, map_games
+from astra.processes import WorkerError, iterate_games, map_games
 
 GAMES = [f"league/season/game {g:02d}" for g in range(20)]
 
@@ -41,3 +43,24 @@ def test_a_workers_error_reaches_the_caller_and_bad_counts_are_named() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(WorkerError, match=f"workers must be a whole number >= 1, got {bad!r}"):
             map_games(fails_on_game_seven, GAMES, workers=bad)
+
+
+def test_games_are_handed_over_as_they_come_in_their_order() -> None:
+    shuffled = GAMES[::-1]
+    pairs = list(iterate_games(squares_but_not_multiples_of_five, shuffled, 3, workers=2))
+    assert [game for game, _ in pairs] == list(map_games(squares_but_not_multiples_of_five, shuffled, 3))
+    assert [value for _, (value, _) in pairs] == [int(game[-2:]) ** 2 + 3 for game, _ in pairs]
+
+
+def slow_and_recorded(games: list[str], folder: Path) -> dict[str, int]:
+    time.sleep(0.3)
+    (folder / games[0].replace("/", "_")).touch()
+    return dict.fromkeys(games, 1)
+
+
+def test_a_caller_that_stops_early_stops_the_chunks_not_started(tmp_path: Path) -> None:
+    chunks_in_all = 8  # 20 games, 4 chunks per process, 2 processes
+    with pytest.raises(RuntimeError, match="disk full"):
+        for _ in iterate_games(slow_and_recorded, GAMES, tmp_path, workers=2):
+            raise RuntimeError("disk full")
+    assert 1 <= len(list(tmp_path.iterdir())) < chunks_in_all

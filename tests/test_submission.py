@@ -22,6 +22,8 @@ from astra.submission import (
     misplaced_games,
     open_predictions,
     read_results,
+    results_document,
+    write_documents,
     write_results,
     write_submission,
 )
@@ -101,6 +103,19 @@ def test_submission_folder_and_zip_hold_one_file_per_game(tmp_path: Path) -> Non
         for game, spots in results.items():
             assert_same_spots(predictions[game], spots)
     assert not [path for path in tmp_path.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_documents_handed_over_one_at_a_time_are_written_as_a_mapping_would_be(tmp_path: Path) -> None:
+    documents = dict(results_document(game, random_spots(seed)) for seed, game in enumerate(GAMES[:2]))
+    write_documents(tmp_path / "mapping", documents, zip_path=tmp_path / "mapping.zip")
+    write_documents(tmp_path / "pairs", iter(documents.items()), zip_path=tmp_path / "pairs.zip")
+    assert (tmp_path / "pairs.zip").read_bytes() == (tmp_path / "mapping.zip").read_bytes()
+    for game in documents:
+        assert (tmp_path / "pairs" / game / RESULTS_FILENAME).read_bytes() == documents[game]
+    twice = [(GAMES[0], documents[GAMES[0]])] * 2
+    with pytest.raises(SubmissionError, match=f"game {GAMES[0]!r} given twice"):
+        write_documents(tmp_path / "twice", twice, zip_path=tmp_path / "twice.zip")
+    assert not (tmp_path / "twice.zip").exists()
 
 
 def test_game_names_are_relative_paths(tmp_path: Path) -> None:

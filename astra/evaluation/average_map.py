@@ -572,7 +572,9 @@ def _result(
     )
 
 
-def _closest_visibility(events: _Events, event_block: np.ndarray, keys: np.ndarray, stride: int) -> np.ndarray:
+def _closest_visibility(
+    events: _Events, event_block: np.ndarray, keys: np.ndarray, stride: int
+) -> np.ndarray:
     """``[P]`` +1 / -1: the visibility of each prediction's closest event of its class and half.
 
     The official "closest" vector: between consecutive events ``a < b`` of one block,
