@@ -319,7 +319,10 @@ class TrainConfig:
     # at 0.995, 8,990 at 0.999), a lower one before. Validation, best.pt and so predictions use the
     # average. 0: off, as the paper.
     ema_decay: float = setting(0.0, ge=0, lt=1)
-    mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where the GPU has it
+    # auto: bf16 autocast where the GPU has it, float32 on the CPU. bf16: bf16 autocast on the CPU too
+    # (the paper preset's CPU step about 2x faster on a CPU with bf16 instructions, BENCHMARKS.md;
+    # the small preset's small products no faster). fp16 (with a gradient scaler): on a GPU only.
+    mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
     # torch.compile of the training forward (and so its backward) with this mode; validation and
     # prediction stay eager. Off by default: on the CPU it made the small preset's step slower
     # (BENCHMARKS.md); on a GPU, benchmarks/gpu_check.sh measures each mode against eager.

@@ -25,6 +25,14 @@ configured model and with the model under those overrides (another audio front e
   .venv/bin/python benchmarks/train_throughput.py --config configs/small.yaml --audio \
       --compare-with model.audio_conv_channels=[] --compare-with model.audio_input_pool=[8,4]
 
+--compare-precision times fp32 against bf16 autocast (train.mixed_precision=bf16, which also
+applies on the CPU), each on its own copy of the model, and prints both variants' first losses
+(with the random parts of the step turned off by overrides, the same to bf16's rounding).
+--rounds R alternates the variants in R rounds after a warm-up round and prints each round's
+ratio, for comparisons on a machine whose speed drifts:
+
+  .venv/bin/python benchmarks/train_throughput.py --compare-precision --rounds 6 --steps 3
+
 --flops counts the operations of one step
 and prints the rate each variant sustains next to a plain matrix product's: how far a
 faster step can go without computing less.
@@ -61,12 +69,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16"), default="auto",
-        help="auto: bf16 autocast on CUDA, fp32 on the CPU (default: auto)",
+        help="auto: bf16 autocast on CUDA, fp32 on the CPU; bf16: bf16 autocast on the CPU too "
+        "(train.mixed_precision=bf16) (default: auto)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="time the variants in this many alternating rounds of --steps steps each (after one "
+        "warm-up round), and print each round's ratio of the first variant's step to the others'",
     )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="print the top operators of one step")
     parser.add_argument("--compare-optimizer", action="store_true", help="foreach Adam vs fused Adam")
     parser.add_argument(
         "--compare-dropout", action="store_true", help="nn.Dropout vs FastDropout (fused Adam)"
+    )
+    parser.add_argument(
+        "--compare-precision",
+        action="store_true",
+        help="fp32 vs bf16 autocast (train.mixed_precision=bf16), on the CPU too (fused Adam)",
     )
     parser.add_argument(
         "--compare-denormals",
@@ -101,6 +120,7 @@ def main() -> None:
         args.compare_optimizer,
         args.compare_dropout,
         args.compare_denormals,
+        args.compare_precision,
         bool(args.compare_audio_pool),
         bool(args.compare_with),
     ]
@@ -147,6 +167,7 @@ def main() -> None:
         flush_denormal: bool = True,
         model: torch.nn.Module = model,
         step_config=config,
+        placement: Placement = placement,
     ):
         # The trainer's session around this model: Adam (fused unless asked otherwise), the schedule,
         # the weight average and the mixup of the config.
@@ -160,7 +181,7 @@ def main() -> None:
             if in_loader:  # what the loader does, clip by clip
                 with torch.no_grad():
                     clip_audio = torch.stack([model.prepare_audio(clip[None])[0] for clip in audio])
-            train_step(
+            loss, _ = train_step(
                 session,
                 step_config,
                 features,
@@ -169,9 +190,12 @@ def main() -> None:
                 displacement,
                 description="benchmark",
             )
+            losses.append(loss)
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
+        losses: list[float] = []
+        step.losses = losses  # type: ignore[attr-defined]
         return step
 
     variants = {"fused Adam": make_step(True)}
@@ -181,6 +205,14 @@ def main() -> None:
         variants = {"nn.Dropout": make_step(True, torch.nn.Dropout), "FastDropout": make_step(True)}
     if args.compare_denormals:
         variants = {"denormals": make_step(True, flush_denormal=False), "flushed": make_step(True)}
+    if args.compare_precision:
+        # Each its own copy of the model (the same start): the two sessions' Adam steps do not mix.
+        variants = {
+            "fp32": make_step(True, model=network(config.model), placement=dataclasses.replace(
+                placement, autocast_dtype=None)),
+            "bf16 autocast": make_step(True, model=network(config.model), placement=dataclasses.replace(
+                placement, autocast_dtype=torch.bfloat16)),
+        }  # fmt: skip
     if args.compare_audio_pool:
         pool = tuple(int(f) for f in args.compare_audio_pool.split(","))
         if pool == tuple(config.model.audio_input_pool):
@@ -215,18 +247,43 @@ def main() -> None:
         rate = _matmul_rate(batch * config.clips.clip_seconds, device, autocast or torch.float32)
         print(f"plain matrix product [{batch * config.clips.clip_seconds}, 2048] x [2048, 2048], "
               f"{'bf16' if autocast else 'fp32'}: {rate / 1e9:.0f} GFLOP/s")  # fmt: skip
-    for name, step in variants.items():
-        for _ in range(2):
-            step()
-        times = []
-        for _ in range(args.steps):
-            started = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - started)
-        median = statistics.median(times)
+    # Alternating rounds (the first a warm-up): each variant's --steps steps, then the next's.
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    per_round: list[dict[str, float]] = []
+    for round_ in range(args.rounds + 1 if args.rounds > 1 else 1):
+        medians = {}
+        for name, step in variants.items():
+            if round_ == 0:
+                for _ in range(2):
+                    step()
+            if round_ == 0 and args.rounds > 1:
+                continue
+            timed = []
+            for _ in range(args.steps):
+                started = time.perf_counter()
+                step()
+                timed.append(time.perf_counter() - started)
+            times[name] += timed
+            medians[name] = statistics.median(timed)
+        if medians:
+            per_round.append(medians)
+    for name, timed in times.items():
+        median = statistics.median(timed)
         rate = f", {flops / median / 1e9:.0f} GFLOP/s" if flops else ""
-        summary = f"{median:.3f} s per step, {batch / median:.3f} clips/s (median of {args.steps})"
+        summary = f"{median:.3f} s per step, {batch / median:.3f} clips/s (median of {len(timed)})"
         print(f"{name:>13}: {summary}{rate}")
+    if args.compare_precision:
+        # The same start and batch: the first steps' losses of the two precisions side by side (the
+        # same to bf16's rounding where overrides turn dropout and mixup off; each draws its own masks).
+        for name, step in variants.items():
+            print(f"{name:>13}: losses of the first 3 steps {', '.join(f'{x:.4f}' for x in step.losses[:3])}")
+    if len(per_round) > 1 and len(variants) > 1:
+        first, *others = list(variants)
+        for other in others:
+            ratios = [medians[first] / medians[other] for medians in per_round]
+            listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            print(f"{first} / {other}, per round: {listed} (median {statistics.median(ratios):.2f}x, "
+                  f"{min(ratios):.2f} to {max(ratios):.2f})")  # fmt: skip
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

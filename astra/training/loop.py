@@ -743,8 +743,11 @@ def compiled(model: torch.nn.Module, mode: str, device: torch.device) -> torch.n
 
 
 def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or mode == "off":
+    if mode == "off":
         return None
+    if device.type != "cuda":
+        # On the CPU only when asked for: "auto" keeps the CPU's runs in float32.
+        return torch.bfloat16 if mode == "bf16" else None
     if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
