@@ -117,6 +117,28 @@ def test_an_interrupted_run_resumes_on_a_gpu(tiny_dataset, tiny_config, tmp_path
     assert seen == [2, 3]
 
 
+def test_a_run_in_bf16_on_the_cpu_trains_validates_and_resumes(
+    tiny_dataset, tiny_config, tmp_path: Path
+) -> None:
+    # train.mixed_precision=bf16: autocast in bf16 on the CPU too, validation included; the weights,
+    # the checkpoints and the validation outputs stay float32.
+    roots = DataRoots.single(tiny_dataset.root)
+    config = tiny_config("train.mixed_precision=bf16")
+
+    def stop_after_epoch_1(metrics: dict[str, float], _: Path | None) -> None:
+        if metrics["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(config, roots, tmp_path, reporter=stop_after_epoch_1, progress=False)
+    seen: list[dict[str, float]] = []
+    fit(config, roots, tmp_path, reporter=lambda m, _: seen.append(m), progress=False)
+    assert [m["epoch"] for m in seen] == [2, 3]
+    assert all(np.isfinite(m["train_loss"]) and 0 <= m["valid_tight_a_map"] <= 1 for m in seen)
+    saved = checkpoint.load(tmp_path / "checkpoints" / "best.pt")["model"]
+    assert {t.dtype for t in saved.values() if t.is_floating_point()} == {torch.float32}
+
+
 def test_whitening_is_fitted_on_the_training_split_and_kept_on_resume(
     tiny_dataset, tiny_config, tmp_path: Path
 ) -> None:
