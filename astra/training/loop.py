@@ -708,13 +708,27 @@ def _placement(config: ExperimentConfig, device: torch.device | None) -> Placeme
         raise ConfigError(
             f"train.batch_size={config.train.batch_size} does not split evenly over {world_size} workers"
         )
+    autocast_dtype = _autocast_dtype(config.train.mixed_precision, device)
+    if device.type == "cpu" and autocast_dtype is torch.bfloat16 and not _cpu_has_bf16():
+        log.warning(
+            "train.mixed_precision=bf16 on a CPU without bf16 instructions (AVX-512 BF16, AMX): its "
+            "products are emulated, slower than in float32; train.mixed_precision=auto trains in float32"
+        )
     return Placement(
         rank=rank,
         world_size=world_size,
         device=device,
-        autocast_dtype=_autocast_dtype(config.train.mixed_precision, device),
+        autocast_dtype=autocast_dtype,
         batch_per_worker=config.train.batch_size // world_size,
     )
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (oneDNN's check); True when unknown."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def compiled(model: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.Module:

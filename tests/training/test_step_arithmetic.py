@@ -4,6 +4,8 @@ compiles) and ``train.mixed_precision=bf16`` on the CPU (the float32 step to bf1
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,18 @@ def test_the_cpu_runs_bf16_only_when_asked() -> None:
     assert _autocast_dtype("bf16", cpu) is torch.bfloat16
     for mode in ("auto", "fp16", "off"):
         assert _autocast_dtype(mode, cpu) is None, mode  # float32: what every CPU run did before
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(tiny_config, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(training_loop, "_cpu_has_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="astra.training.loop"):
+        placement = training_loop._placement(tiny_config("train.mixed_precision=bf16"), torch.device("cpu"))
+    assert placement.autocast_dtype is torch.bfloat16  # as asked, but said to be slow
+    assert "without bf16 instructions" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="astra.training.loop"):
+        training_loop._placement(tiny_config("train.mixed_precision=auto"), torch.device("cpu"))
+    assert "bf16" not in caplog.text
 
 
 def test_a_bf16_step_on_the_cpu_is_the_float32_step_to_bf16_rounding(tiny_config) -> None:
