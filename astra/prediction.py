@@ -15,6 +15,7 @@ split into a folder is refused unless ``overwrite``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -110,9 +111,11 @@ def write_prediction(
             if not games:
                 raise PredictionError(f"split {split!r}: no games to write into {out_dir}")
             documents = iterate_games(_decode_stored, games, folder, inference, workers=workers)
-        # Written (and compressed into the zip) as the processes hand them over.
-        pairs = (document for _, document in documents)
-        write_documents(staging / PREDICTIONS_DIR, pairs, zip_path=staging / ZIP_NAME)
+        # Written (and compressed into the zip) as the processes hand them over; on an error, the
+        # processes stop before the staging folder is removed.
+        with contextlib.closing(documents):
+            pairs = (document for _, document in documents)
+            write_documents(staging / PREDICTIONS_DIR, pairs, zip_path=staging / ZIP_NAME)
         manifest = {
             "split": split,
             "games": games,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -80,12 +80,22 @@ def map_games(
 
 def iterate_games(
     function: Callable[..., dict[str, T]], games: Sequence[str], *args: Any, workers: int = 1
-) -> Iterator[tuple[str, T]]:
+) -> Generator[tuple[str, T], None, None]:
     """:func:`map_games` one ``(game, value)`` at a time, in ``games``' order, each chunk's as soon
     as it and the chunks before it are done: the caller works on them (writes them, say) while
-    the processes go on with the next."""
-    check_workers(workers)
-    games = list(games)
+    the processes go on with the next.
+
+    A caller that may stop before the end (an error of its own) closes the generator
+    (``with contextlib.closing(iterate_games(...)) as pairs:``): the processes then finish the
+    chunks they hold, drop the others and exit before the caller goes on.
+    """
+    check_workers(workers)  # here, not at the first value
+    return _iterate_games(function, list(games), args, workers)
+
+
+def _iterate_games(
+    function: Callable[..., dict[str, T]], games: list[str], args: tuple[Any, ...], workers: int
+) -> Generator[tuple[str, T], None, None]:
     if workers == 1 or len(games) < 2:
         done = function(games, *args)
         yield from ((game, done[game]) for game in games if game in done)
@@ -102,5 +112,6 @@ def iterate_games(
     except BrokenProcessPool as error:
         raise died(error) from None
     finally:
-        # On an error (here or the caller's), the chunks not started are dropped.
+        # On an error (here or the caller's, once it closes the generator), the chunks not
+        # started are dropped.
         pool.shutdown(wait=True, cancel_futures=True)

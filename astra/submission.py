@@ -264,7 +264,8 @@ def write_documents(
     """Write rendered results (:func:`results_document`) as :func:`write_submission` does.
 
     ``documents``: ``{name: bytes}``, or ``(name, bytes)`` pairs written as they come (from
-    processes still rendering the next ones, say), so that memory holds one at a time.
+    processes still rendering the next ones, say): memory holds only what the source has not
+    handed over yet.
     """
     out_dir = Path(out_dir)
     pairs = documents.items() if isinstance(documents, Mapping) else documents

@@ -114,6 +114,8 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_args()
+    if args.rounds < 1 or args.steps < 1:
+        parser.error(f"--rounds and --steps must be at least 1, got {args.rounds} and {args.steps}")
     if args.compare_audio_pool and not args.audio:
         parser.error("--compare-audio-pool needs --audio")
     compared = [

@@ -161,3 +161,23 @@ def test_a_prediction_decoded_in_two_processes_is_the_prediction_of_one(tmp_path
         assert all(two_zip.read(name) == one_zip.read(name) for name in one_zip.namelist())
     with pytest.raises(PredictionError, match="game 'league/season/game 0' given twice"):
         write_prediction(tmp_path / "twice", "test", [games[0], games[0]], InferenceConfig())
+
+
+def test_a_failed_write_in_two_processes_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    # The processes are still writing games when the first document cannot be written: they stop
+    # before the staging folder is removed, so that nothing of the prediction is left.
+    from astra import prediction
+    from astra.config import InferenceConfig
+
+    rng = np.random.default_rng(2)
+    games = {f"league/season/game {g}": {h: rng.uniform(0, 1, (300, NUM_CLASSES)).astype(np.float32)
+                                         for h in (1, 2)} for g in range(16)}  # fmt: skip
+
+    def disk_full(out_dir, documents, zip_path=None):
+        next(iter(documents))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prediction, "write_documents", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        prediction.write_prediction(tmp_path / "out", "test", games, InferenceConfig(), workers=2)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -43,6 +43,8 @@ def test_a_workers_error_reaches_the_caller_and_bad_counts_are_named() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(WorkerError, match=f"workers must be a whole number >= 1, got {bad!r}"):
             map_games(fails_on_game_seven, GAMES, workers=bad)
+        with pytest.raises(WorkerError, match="workers must be"):
+            iterate_games(fails_on_game_seven, GAMES, workers=bad)  # at the call, not at the first value
 
 
 def test_games_are_handed_over_as_they_come_in_their_order() -> None:

@@ -221,9 +221,10 @@ def _select(
     padded = np.zeros((num_rows, width), dtype=np.float64)
     # A class's column of [F, C] scores is read once (strided, it costs as much as reading all
     # the classes). Scores under the threshold can never be selected: they are zeroed like
-    # dropped ones, compared in float64 as the decays compare them.
-    columns = scores[:, classes].T
-    np.multiply(columns, columns >= np.float64(threshold), out=padded[:, block : block + num_frames])
+    # dropped ones, compared on the float64 copy as the decays compare them.
+    inside = padded[:, block : block + num_frames]
+    inside[...] = scores[:, classes].T
+    np.multiply(inside, inside >= threshold, out=inside)
     if not np.isfinite(padded).all():
         raise NMSError("per-position outputs hold NaN or infinite scores")
     flat = padded.reshape(-1)

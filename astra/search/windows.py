@@ -28,7 +28,7 @@ import yaml
 from astra.classes import CLASSES, FRAMES_PER_SECOND, NUM_CLASSES
 from astra.config import InferenceConfig
 from astra.data.labels import Annotations
-from astra.evaluation.average_map import EvaluationError, KeyedLabels
+from astra.evaluation.average_map import VECTOR_FRAMES, EvaluationError, KeyedLabels
 from astra.evaluation.outputs import Outputs
 from astra.files import atomic_write
 from astra.postprocess.nms import hard_nms, soft_nms
@@ -235,6 +235,7 @@ class ClassWindows:
         gap = math.ceil(max_window_seconds * FRAMES_PER_SECOND) + 2
         pieces, starts = [], []
         position = 0
+        self.longest = 0  # frames of the longest half
         for game in self.games:
             halves = outputs[game]
             if sorted(halves) != [1, 2]:
@@ -246,6 +247,7 @@ class ClassWindows:
                 pieces += [array.T, np.zeros((NUM_CLASSES, gap), np.float32)]
                 starts.append(position)
                 position += array.shape[0] + gap
+                self.longest = max(self.longest, array.shape[0])
         # Class-major, [17, frames]: each evaluation reads one class's column, contiguous.
         self.columns = np.concatenate(pieces, axis=1) if pieces else np.zeros((NUM_CLASSES, 0), np.float32)
         self.starts = np.asarray(starts, dtype=np.int64)
@@ -263,15 +265,21 @@ class ClassWindows:
                 f"window {window_seconds} s is wider than the gaps laid for {self.max_window_seconds} s"
             )
         suppress = soft_nms if self.inference.nms == "soft" else hard_nms
-        # In frame order (the evaluator does not need Soft-NMS's): the column's frames are
-        # then in key order, piece by piece, and the evaluator skips its sort.
+        # In frame order where the evaluator does not need Soft-NMS's: the column's frames are then
+        # in key order, piece by piece, and the evaluator skips its sort. A half longer than the
+        # official 120 minutes folds its tail onto the last frame, where the later detection in the
+        # results file wins: those keep Soft-NMS's order (the file's).
+        order = "selection" if self.longest > VECTOR_FRAMES else "frame"
         detections = suppress(
             self.columns[class_index][:, None], [window_seconds], FRAMES_PER_SECOND,
-            self.inference.nms_threshold, order="frame",
+            self.inference.nms_threshold, order=order,
         )  # fmt: skip
         # Piece p (the halves end to end, game by game, half 1 then 2) is segment p of the labels.
-        bounds = np.searchsorted(detections.frame, self.starts)
-        piece = np.repeat(np.arange(len(self.starts)), np.diff(bounds, append=len(detections)))
+        if order == "frame":  # the pieces' bounds among the sorted frames: cheaper than a search each
+            bounds = np.searchsorted(detections.frame, self.starts)
+            piece = np.repeat(np.arange(len(self.starts)), np.diff(bounds, append=len(detections)))
+        else:
+            piece = np.searchsorted(self.starts, detections.frame, side="right") - 1
         frames = detections.frame - self.starts[piece]
         try:
             result = self._keyed(class_index).evaluate(

@@ -724,9 +724,9 @@ def _placement(config: ExperimentConfig, device: torch.device | None) -> Placeme
 
 
 def _cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (oneDNN's check); True when unknown."""
+    """Whether this CPU has bf16 dot-product instructions (AVX-512 BF16 or AMX); True when unknown."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return True
 

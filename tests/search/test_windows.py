@@ -52,6 +52,36 @@ def test_per_class_aps_add_up_to_the_whole_evaluator() -> None:
     np.testing.assert_allclose(per_class, whole.a_mAP_per_class, atol=1e-12)
 
 
+def test_halves_past_120_minutes_score_as_their_results_files() -> None:
+    # The official vectors end at 120 minutes: later detections fold onto the last frame, where the
+    # later one in the results file (Soft-NMS's order) wins. Events and bumps sit in the tail.
+    from astra.evaluation.average_map import VECTOR_FRAMES, evaluate_spots
+    from astra.postprocess.decode import decode_game
+
+    rng = np.random.default_rng(3)
+    frames = VECTOR_FRAMES + 120
+    labels, outputs = {}, {}
+    for g in range(2):
+        halves = {}
+        for half in (1, 2):
+            scores = rng.random((frames, NUM_CLASSES)).astype(np.float32) ** 6 * 0.5
+            scores[-100:] = rng.random((100, NUM_CLASSES)).astype(np.float32)  # a busy tail
+            halves[half] = scores
+        outputs[f"game {g}"] = halves
+        labels[f"game {g}"] = Annotations(
+            np.array([1, 2, 1, 2], np.int8), np.array([7_199_000, 7_199_500, 3_000_000, 7_150_000]),
+            np.array([0, 0, 1, 1], np.int16), np.array([True, True, False, True]),
+        )  # fmt: skip
+    windows = [float(w) for w in np.linspace(2, 25, NUM_CLASSES)]
+    inference = replace_windows(InferenceConfig(), windows)
+    problem = ClassWindows(labels, outputs, inference)
+    written = {game: decode_game(halves, inference) for game, halves in outputs.items()}
+    expected = evaluate_spots(labels, written, "tight").a_mAP_per_class
+    for c in (0, 1):
+        assert problem.ap(c, windows[c]) == pytest.approx(expected[c], abs=1e-12)
+        assert 0 < expected[c] < 1
+
+
 def replace_windows(inference: InferenceConfig, windows: list[float]) -> InferenceConfig:
     from astra.config import ExperimentConfig
 
