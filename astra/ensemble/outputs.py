@@ -4,8 +4,8 @@ An ensemble's per-position output is the weighted mean of its members' (the pape
 the per-position outputs of its variants; weights are greedy pick counts). Everything here reads
 a split game by game, so that memory holds one game's outputs per member, never a split's:
 :func:`score_ensembles` decodes each game's averages to detections (small) as it goes and
-scores several candidate ensembles from one reading; :func:`averaged_games` yields the averages
-for writing; :func:`correlations` accumulates pairwise sums.
+scores several candidate ensembles from one reading; :class:`AveragedOutputs` averages each game
+when it is asked for (for writing); :func:`correlations` accumulates pairwise sums.
 """
 
 from __future__ import annotations
@@ -109,14 +109,6 @@ def _detections(
             mean = average(outputs, ensemble)
             found[game].append([dense_detections(mean[half], inference) for half in (1, 2)])
     return found
-
-
-def averaged_games(
-    members: MemberOutputs, weights: Mapping[str, float], games: Sequence[str] | None = None
-) -> Iterator[tuple[str, Halves]]:
-    """``(game, averaged halves)`` for every game of the split, one game in memory at a time."""
-    for game in members.games if games is None else games:
-        yield game, average(members.game(game, list(weights)), weights)
 
 
 class AveragedOutputs(Mapping[str, Halves]):

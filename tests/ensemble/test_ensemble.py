@@ -22,7 +22,6 @@ from astra.ensemble.outputs import (
     MemberError,
     MemberOutputs,
     average,
-    averaged_games,
     score_ensembles,
 )
 from astra.ensemble.selection import SelectionError, select
@@ -153,7 +152,7 @@ def test_the_averaged_split_is_read_game_by_game_when_asked_for(experiment: Path
     game = _games("valid")[1]
     got = averaged[game]
     assert reads == [("A", game), ("B", game)]  # one game's members, nothing else
-    expected = dict(averaged_games(members, weights))[game]
+    expected = average(members.game(game, list(weights)), weights)
     for half in (1, 2):
         np.testing.assert_array_equal(got[half], expected[half])
 
