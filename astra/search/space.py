@@ -125,6 +125,11 @@ class Resources:
         return self.gpus_per_worker > 0
 
     @property
+    def worker_threads(self) -> int:
+        """Whole CPUs of one worker (at least 1): its torch threads, its window-search processes."""
+        return max(1, int(self.cpus_per_worker))
+
+    @property
     def trial_cpus(self) -> float:
         """CPUs one trial holds: its worker's, or under Ray Train its workers' and its own process's."""
         if self.workers == 1:

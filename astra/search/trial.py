@@ -132,11 +132,11 @@ def _run_trial(params: Mapping[str, Any], context: TrialContext, trial_id: str, 
 
         from astra.training.loop import fit
 
-        torch.set_num_threads(max(1, int(resources.cpus_per_worker)))
+        torch.set_num_threads(resources.worker_threads)
         fit(config, context.roots, trial_dir / "run", reporter=report, progress=False)
         result = finish_trial(
             trial_dir, context.roots, context.space.windows, trial_id=trial_id,
-            cpus=max(1, int(resources.cpus_per_worker)),
+            cpus=resources.worker_threads,
         )  # fmt: skip
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -262,10 +262,9 @@ def _finish_remotely(trial_dir: Path, context: TrialContext, trial_id: str) -> d
     # Out of the trial's placement group (its one bundle is the trial's own 0.01 CPU): on the
     # resources its Ray Train workers have just given back.
     outside = PlacementGroupSchedulingStrategy(placement_group=None)
-    cpus = max(1, int(resources.cpus_per_worker))
     return ray.get(
         task.options(scheduling_strategy=outside).remote(
-            trial_dir, context.roots, context.space.windows, trial_id=trial_id, cpus=cpus
+            trial_dir, context.roots, context.space.windows, trial_id=trial_id, cpus=resources.worker_threads
         )
     )
 
